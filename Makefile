@@ -1,0 +1,38 @@
+# Each user-facing target sets up its own virtual environment first.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: setup serve test lint format bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+serve: $(STAMP)
+	$(PY) -m uvicorn app.main:app --host $(HOST) --port $(PORT)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(PY) -m ruff check app model tests
+	$(PY) -m ruff format --check app model tests
+	$(PY) -m mypy app model
+
+format: $(STAMP)
+	$(PY) -m ruff format app model tests
+	$(PY) -m ruff check --fix app model tests
+
+bench: $(STAMP)
+	$(PY) tests/benchmarks/bench_service.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

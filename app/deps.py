@@ -1,0 +1,85 @@
+"""Typed dependencies the routes declare; tests can override them."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+
+from app.metrics import Metrics
+from app.service import DetectorService, InFlight
+from app.settings import Settings
+from app.state import Phase, Readiness
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_readiness(request: Request) -> Readiness:
+    readiness: Readiness = request.app.state.readiness
+    return readiness
+
+
+def get_metrics(request: Request) -> Metrics:
+    metrics: Metrics = request.app.state.metrics
+    return metrics
+
+
+def get_inflight(request: Request) -> InFlight:
+    inflight: InFlight = request.app.state.inflight
+    return inflight
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+ReadinessDep = Annotated[Readiness, Depends(get_readiness)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+InFlightDep = Annotated[InFlight, Depends(get_inflight)]
+
+
+def not_ready_error(readiness: Readiness, retry_after: int) -> HTTPException:
+    messages = {
+        Phase.LOADING: "the model is still loading; retry shortly",
+        Phase.DRAINING: "the service is shutting down; send the request to another instance",
+        Phase.FAILED: "the model failed to load; see /readyz for the reason",
+    }
+    return HTTPException(503, messages.get(readiness.phase, "not ready"), {"Retry-After": str(retry_after)})
+
+
+def get_service(request: Request, readiness: ReadinessDep, settings: SettingsDep) -> DetectorService:
+    service: DetectorService | None = request.app.state.service
+    if service is None or not readiness.is_ready:
+        raise not_ready_error(readiness, settings.retry_after_seconds)
+    return service
+
+
+def get_loaded_service(request: Request, readiness: ReadinessDep, settings: SettingsDep) -> DetectorService:
+    """The service once loaded, also while draining (for read-only routes such as /model)."""
+    service: DetectorService | None = request.app.state.service
+    if service is None:
+        raise not_ready_error(readiness, settings.retry_after_seconds)
+    return service
+
+
+ServiceDep = Annotated[DetectorService, Depends(get_service)]
+LoadedServiceDep = Annotated[DetectorService, Depends(get_loaded_service)]
+
+
+def require_api_key(request: Request, settings: SettingsDep) -> None:
+    """When ``DETECTOR_API_KEY`` is set: ``Authorization: Bearer KEY`` or ``X-API-Key: KEY``."""
+    if settings.api_key is None:
+        return
+    supplied = request.headers.get("x-api-key")
+    if supplied is None:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        supplied = token.strip() if scheme.lower() == "bearer" else None
+    expected = settings.api_key.get_secret_value().encode()
+    # compare_digest takes the same time whatever the position of the first differing byte.
+    if supplied is None or not hmac.compare_digest(supplied.encode(), expected):
+        raise HTTPException(
+            401,
+            "missing or wrong API key; send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
+            {"WWW-Authenticate": "Bearer"},
+        )

@@ -1,0 +1,228 @@
+"""HTTP routes: /detect, /healthz, /readyz, /model, /metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from app.batching import BatchFailed, Overloaded
+from app.decoding import DecodedImage, DecodeError, decode_image_bytes
+from app.deps import (
+    InFlightDep,
+    LoadedServiceDep,
+    MetricsDep,
+    ReadinessDep,
+    ServiceDep,
+    SettingsDep,
+    require_api_key,
+)
+from app.schemas import (
+    Box,
+    Detection,
+    DetectResponse,
+    ErrorResponse,
+    Health,
+    ImageResult,
+    ModelCard,
+    ModelRef,
+    Params,
+    Readiness,
+    Timing,
+)
+from app.upload import ImagePart, UploadError, image_parts, read_body
+from model.config import DetectParams
+from model.postprocess import Detections
+
+router = APIRouter()
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse, "description": text}
+    for code, text in {
+        400: "no image part; empty, truncated or undecodable data",
+        401: "missing or wrong API key (only when one is configured)",
+        413: "body, pixel or image-count limit exceeded",
+        415: "an image type the service does not decode",
+        422: "a bad query value or an unknown class name",
+        503: "not ready, draining or overloaded (see Retry-After)",
+    }.items()
+}
+
+IMAGE_BODY_DOC = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"image": {"type": "array", "items": {"type": "string", "format": "binary"}}},
+                    "required": ["image"],
+                }
+            },
+            **{
+                media: {"schema": {"type": "string", "format": "binary"}}
+                for media in ("image/jpeg", "image/png", "image/webp", "image/bmp")
+            },
+        },
+    }
+}
+
+
+def parse_classes(value: str | None, classes: tuple[str, ...]) -> tuple[list[str] | None, frozenset[int] | None]:
+    if value is None or not value.strip():
+        return None, None
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    unknown = [name for name in names if name not in classes]
+    if unknown:
+        raise HTTPException(
+            422, f"unknown class name(s) {unknown} in 'classes'; valid names: {', '.join(classes)}"
+        )
+    names = list(dict.fromkeys(names))
+    return names, frozenset(classes.index(name) for name in names)
+
+
+def to_result(part: ImagePart, image: DecodedImage, found: Detections, classes: tuple[str, ...]) -> ImageResult:
+    detections = [
+        Detection(
+            class_id=int(label),
+            class_name=classes[int(label)],
+            score=round(float(score), 5),
+            box=Box(x_min=x1, y_min=y1, x_max=x2, y_max=y2),
+        )
+        for (x1, y1, x2, y2), score, label in zip(
+            found.boxes_xyxy.tolist(), found.scores.tolist(), found.labels.tolist(), strict=True
+        )
+    ]
+    return ImageResult(filename=part.filename, width=image.width, height=image.height, detections=detections)
+
+
+@router.post(
+    "/detect",
+    response_model=DetectResponse,
+    responses=ERRORS,
+    dependencies=[Depends(require_api_key)],
+    openapi_extra=IMAGE_BODY_DOC,
+    summary="Detect VOC objects in one or more images",
+)
+async def detect(
+    request: Request,
+    service: ServiceDep,
+    settings: SettingsDep,
+    metrics: MetricsDep,
+    inflight: InFlightDep,
+    score_threshold: Annotated[float | None, Query(ge=0.0, le=1.0)] = None,
+    iou_threshold: Annotated[float | None, Query(ge=0.0, le=1.0)] = None,
+    max_detections: Annotated[int | None, Query(ge=1, le=1000)] = None,
+    classes: Annotated[str | None, Query(description="comma-separated class names to keep")] = None,
+) -> DetectResponse:
+    """Multipart with one or more file parts named ``image``, or a raw image body (one image)."""
+    start = time.perf_counter()
+    class_names, class_ids = parse_classes(classes, service.classes)
+    params = DetectParams(
+        score_threshold=settings.score_threshold if score_threshold is None else score_threshold,
+        iou_threshold=settings.iou_threshold if iou_threshold is None else iou_threshold,
+        max_detections=settings.max_detections if max_detections is None else max_detections,
+        class_ids=class_ids,
+    )
+    inflight.enter()
+    try:
+        try:
+            body = await read_body(request, settings.max_upload_bytes)
+            parts = await image_parts(request, body, settings.max_images_per_request)
+        except UploadError as exc:
+            raise HTTPException(exc.status, exc.detail) from exc
+        del body
+        decode_start = time.perf_counter()
+        try:
+            images = await asyncio.gather(
+                *(
+                    asyncio.to_thread(decode_image_bytes, part.data, settings.max_image_pixels, part.label)
+                    for part in parts
+                )
+            )
+        except DecodeError as exc:
+            metrics.decode_failures.labels(str(exc.status)).inc()
+            raise HTTPException(exc.status, exc.detail) from exc
+        decode_ms = (time.perf_counter() - decode_start) * 1000
+        infer_start = time.perf_counter()
+        try:
+            found = await service.batcher.submit([image.pixels for image in images], params)
+        except (Overloaded, BatchFailed) as exc:
+            reason = "overloaded" if isinstance(exc, Overloaded) else "inference failed for this batch"
+            raise HTTPException(
+                503, f"{reason}; retry after {settings.retry_after_seconds} s",
+                {"Retry-After": str(settings.retry_after_seconds)},
+            ) from exc
+        inference_ms = (time.perf_counter() - infer_start) * 1000
+    finally:
+        inflight.leave()
+    results = [to_result(p, i, f, service.classes) for p, i, f in zip(parts, images, found, strict=True)]
+    metrics.images.inc(len(results))
+    for result in results:
+        for detection in result.detections:
+            metrics.detections.labels(detection.class_name).inc()
+    return DetectResponse(
+        model=ModelRef(name=service.predictor.config.name, version=service.weights.version),
+        params=Params(
+            score_threshold=params.score_threshold,
+            iou_threshold=params.iou_threshold,
+            max_detections=params.max_detections,
+            classes=class_names,
+        ),
+        results=results,
+        timing_ms=Timing(
+            decode=round(decode_ms, 2),
+            inference=round(inference_ms, 2),
+            total=round((time.perf_counter() - start) * 1000, 2),
+        ),
+    )
+
+
+@router.get("/healthz", response_model=Health, summary="Liveness: the process answers")
+async def healthz() -> Health:
+    return Health(status="ok")
+
+
+@router.get(
+    "/readyz",
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "loading, draining or failed"}},
+    summary="Readiness: weights loaded and warmed up",
+)
+async def readyz(readiness: ReadinessDep, settings: SettingsDep) -> Response:
+    body = Readiness(status=readiness.phase.value, reason=readiness.reason)
+    if readiness.is_ready:
+        return JSONResponse(body.model_dump(exclude_none=True))
+    return JSONResponse(
+        body.model_dump(exclude_none=True), status_code=503,
+        headers={"Retry-After": str(settings.retry_after_seconds)},
+    )
+
+
+@router.get("/model", response_model=ModelCard, responses={503: {"model": ErrorResponse}}, summary="The model card")
+async def model_card(service: LoadedServiceDep, settings: SettingsDep) -> ModelCard:
+    card = service.weights.card
+    return ModelCard(
+        name=service.predictor.config.name,
+        version=service.weights.version,
+        sha256=service.weights.sha256,
+        classes=list(service.classes),
+        input_size=service.predictor.config.input_size,
+        device=str(service.predictor.device),
+        dtype=service.dtype,
+        default_thresholds={
+            "score_threshold": settings.score_threshold,
+            "iou_threshold": settings.iou_threshold,
+            "max_detections": settings.max_detections,
+        },
+        training=card.get("card", {}),
+    )
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+async def metrics_text(metrics: MetricsDep) -> Response:
+    return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

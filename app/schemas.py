@@ -1,0 +1,80 @@
+"""Response bodies of the HTTP API (pydantic, so ``/docs`` shows them)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+
+class Box(BaseModel):
+    """Pixels of the original image after EXIF orientation: ``0 <= x_min < x_max <= width``."""
+
+    x_min: float
+    y_min: float
+    x_max: float
+    y_max: float
+
+
+class Detection(BaseModel):
+    class_id: int = Field(ge=0)
+    class_name: str
+    score: float = Field(ge=0.0, le=1.0)
+    box: Box
+
+
+class ImageResult(BaseModel):
+    filename: str | None
+    width: int
+    height: int
+    detections: list[Detection] = Field(description="sorted by score, highest first")
+
+
+class ModelRef(BaseModel):
+    name: str
+    version: str = Field(description="a prefix of the weights' sha256")
+
+
+class Params(BaseModel):
+    score_threshold: float
+    iou_threshold: float
+    max_detections: int
+    classes: list[str] | None
+
+
+class Timing(BaseModel):
+    decode: float
+    inference: float
+    total: float
+
+
+class DetectResponse(BaseModel):
+    model: ModelRef
+    params: Params
+    results: list[ImageResult] = Field(description="one per image part, in request order")
+    timing_ms: Timing
+
+
+class ErrorResponse(BaseModel):
+    detail: str
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    status: Literal["loading", "ready", "draining", "failed"]
+    reason: str | None = None
+
+
+class ModelCard(BaseModel):
+    name: str
+    version: str
+    sha256: str
+    classes: list[str]
+    input_size: int
+    device: str
+    dtype: str
+    default_thresholds: dict[str, float | int]
+    training: dict[str, Any]

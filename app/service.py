@@ -1,0 +1,55 @@
+"""The loaded detector as the routes see it: predictor, weights card and batcher."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+import torch
+
+from app.batching import DynamicBatcher
+from model.checkpoint import LoadedWeights
+from model.predictor import Predictor
+
+
+@dataclass
+class DetectorService:
+    predictor: Predictor
+    weights: LoadedWeights
+    batcher: DynamicBatcher
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.predictor.config.classes
+
+    @property
+    def dtype(self) -> str:
+        return str(self.predictor.dtype).removeprefix("torch.")
+
+    def warm_up(self) -> None:
+        """One batch through the whole path, so the first request does not pay for lazy set-up."""
+        image = torch.zeros(3, 64, 96, dtype=torch.uint8)
+        self.predictor([image, image], self.predictor.defaults)
+
+
+@dataclass
+class InFlight:
+    """Counts /detect requests being handled, so draining can wait for them."""
+
+    count: int = 0
+    _idle: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self._idle.set()
+
+    def enter(self) -> None:
+        self.count += 1
+        self._idle.clear()
+
+    def leave(self) -> None:
+        self.count -= 1
+        if self.count == 0:
+            self._idle.set()
+
+    async def wait_idle(self) -> None:
+        await self._idle.wait()

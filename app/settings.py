@@ -1,0 +1,52 @@
+"""Service settings: environment variables prefixed ``DETECTOR_`` (see the README's table)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DETECTOR_", frozen=True)
+
+    weights: Path = DEFAULT_WEIGHTS
+    device: str = "auto"
+    score_threshold: Annotated[float, Field(ge=0.0, le=1.0)] = 0.25
+    iou_threshold: Annotated[float, Field(ge=0.0, le=1.0)] = 0.45
+    max_detections: Annotated[int, Field(ge=1, le=1000)] = 100
+    max_upload_bytes: Annotated[int, Field(ge=1)] = 20 * 1024 * 1024
+    max_image_pixels: Annotated[int, Field(ge=1)] = 40_000_000
+    max_images_per_request: Annotated[int, Field(ge=1)] = 16
+    api_key: SecretStr | None = None
+    # Dynamic batching: images from concurrent requests share one forward pass.
+    max_batch_size: Annotated[int, Field(ge=1)] = 16
+    batch_timeout_ms: Annotated[float, Field(ge=0.0)] = 2.0
+    max_queue_images: Annotated[int, Field(ge=1)] = 256
+    retry_after_seconds: Annotated[int, Field(ge=1)] = 1
+    # Decode workers (threads); CPU inference threads (0: torch's default).
+    decode_workers: Annotated[int, Field(ge=1)] = 4
+    torch_threads: Annotated[int, Field(ge=0)] = 0
+    # After SIGTERM: wait up to drain_timeout for in-flight requests, then drain_delay more
+    # (time for a load balancer to see /readyz fail) before the server stops.
+    drain_timeout_seconds: Annotated[float, Field(ge=0.0)] = 25.0
+    drain_delay_seconds: Annotated[float, Field(ge=0.0)] = 0.5
+    log_level: str = "info"
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, value: str) -> str:
+        if value not in ("auto", "cpu", "cuda") and not (
+            value.startswith("cuda:") and value[5:].isdigit()
+        ):
+            raise ValueError("must be 'auto', 'cpu', 'cuda' or 'cuda:N'")
+        return value
+
+    @field_validator("api_key")
+    @classmethod
+    def _empty_key_is_none(cls, value: SecretStr | None) -> SecretStr | None:
+        return None if value is None or not value.get_secret_value() else value

@@ -1,0 +1,105 @@
+"""Reading a /detect request body: bounded while it is read, then split into image parts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.types import Message
+
+from app.decoding import SUPPORTED, SUPPORTED_MEDIA_TYPES
+
+
+class UploadError(Exception):
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class ImagePart:
+    index: int  # 0-based position among the image parts
+    filename: str | None
+    data: bytes
+
+    @property
+    def label(self) -> str:
+        name = f" ({self.filename!r})" if self.filename else ""
+        return f"image part {self.index}{name}"
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refusing with 413 as soon as it passes ``limit`` bytes (never read unbounded)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise UploadError(413, f"request body is {int(declared):,} bytes, over the limit of {limit:,}")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise UploadError(413, f"request body passed the limit of {limit:,} bytes; send a smaller image")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _replay(request: Request, body: bytes) -> Request:
+    sent = False
+
+    async def receive() -> Message:
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return Request(request.scope, receive)
+
+
+async def image_parts(request: Request, body: bytes, max_images: int) -> list[ImagePart]:
+    """The request's images: every multipart ``image`` file part, or the raw body as one image."""
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type == "multipart/form-data":
+        try:
+            form = await _replay(request, body).form(max_files=max_images + 16, max_fields=64)
+        except HTTPException as exc:
+            raise UploadError(400, f"malformed multipart body: {exc.detail}") from exc
+        try:
+            parts: list[ImagePart] = []
+            other: list[str] = []
+            for name, value in form.multi_items():
+                if name != "image":
+                    other.append(name)
+                    continue
+                if not isinstance(value, UploadFile):
+                    raise UploadError(
+                        400,
+                        f"image part {len(parts)} is a text field; send it as a file "
+                        "(e.g. curl -F image=@photo.jpg)",
+                    )
+                parts.append(ImagePart(len(parts), value.filename, await value.read()))
+        finally:
+            await form.close()
+        if not parts:
+            seen = f"; got parts {other}" if other else ""
+            raise UploadError(400, f"no file part named 'image'{seen}; send multipart/form-data with image=@FILE")
+        if len(parts) > max_images:
+            raise UploadError(413, f"{len(parts)} images in one request, over the limit of {max_images}")
+        return parts
+    if media_type in SUPPORTED_MEDIA_TYPES or media_type == "application/octet-stream":
+        if not body:
+            raise UploadError(400, "request body is empty; send the image bytes")
+        return [ImagePart(0, None, body)]
+    if not media_type:
+        raise UploadError(
+            415, "no Content-Type; send multipart/form-data with image parts or a raw image/jpeg, "
+            "image/png, image/webp or image/bmp body"
+        )
+    raise UploadError(
+        415,
+        f"Content-Type {media_type!r} is not accepted; send multipart/form-data with image parts "
+        f"or a raw {SUPPORTED} body (image/jpeg, image/png, image/webp, image/bmp)",
+    )

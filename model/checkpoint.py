@@ -1,0 +1,153 @@
+"""The shipped weights format: ``model.safetensors`` + ``model.json`` (the model card).
+
+Loading checks the file's sha256 and the class list, rebuilds the network from the config the
+card carries, and never unpickles anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from model.config import VOC_CLASSES, DetectorConfig, DetectParams
+from model.network import GridDetector, build_network
+
+FORMAT = "resnet18-grid-weights/1"
+WEIGHTS_FILE = "model.safetensors"
+CARD_FILE = "model.json"
+
+
+class WeightsError(ValueError):
+    """The weights folder cannot be loaded; the message names the file and the problem."""
+
+
+@dataclass(frozen=True)
+class LoadedWeights:
+    network: GridDetector  # float32, eval mode, on CPU
+    config: DetectorConfig
+    defaults: DetectParams
+    sha256: str
+    card: dict[str, Any]  # the whole model.json
+
+    @property
+    def version(self) -> str:
+        return self.sha256[:12]
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def save_weights(
+    folder: str | Path,
+    network: GridDetector,
+    card: dict[str, Any],
+    defaults: DetectParams = DetectParams(),
+    dtype: torch.dtype = torch.float16,
+) -> Path:
+    """Write ``model.safetensors`` (in ``dtype``) and ``model.json`` into ``folder``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    config = network.config
+    state = {
+        k: (v.to(dtype) if v.is_floating_point() else v).detach().cpu().contiguous()
+        for k, v in network.state_dict().items()
+    }
+    weights_path = folder / WEIGHTS_FILE
+    save_file(state, str(weights_path))
+    meta = {
+        "format": FORMAT,
+        "name": config.name,
+        "architecture": {
+            "backbone": "torchvision resnet18 up to layer4",
+            "stride": config.stride,
+            "head_hidden_channels": config.head_hidden_channels,
+            "outputs_per_cell": "tx, ty, tw, th, objectness, class logits",
+        },
+        "classes": list(config.classes),
+        "input_size": config.input_size,
+        "normalization": {"mean": list(config.mean), "std": list(config.std), "letterbox": "centred, mean fill"},
+        "decode": {
+            "center": "s * (tanh(t) + cell + 0.5)",
+            "size": "s * exp(t)",
+            "score": "sigmoid(objectness) * softmax(class)",
+            "nms": "class-aware (torchvision.ops.batched_nms)",
+        },
+        "thresholds": {
+            "score": defaults.score_threshold,
+            "iou": defaults.iou_threshold,
+            "max_detections": defaults.max_detections,
+        },
+        "dtype": str(dtype).removeprefix("torch."),
+        "sha256": file_sha256(weights_path),
+        "card": card,
+    }
+    (folder / CARD_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    return folder
+
+
+def load_weights(
+    folder: str | Path, expected_classes: tuple[str, ...] | None = VOC_CLASSES
+) -> LoadedWeights:
+    """Load a weights folder; raises :class:`WeightsError` naming the file and what is wrong."""
+    folder = Path(folder)
+    card_path = folder / CARD_FILE
+    weights_path = folder / WEIGHTS_FILE
+    if not card_path.is_file():
+        raise WeightsError(f"{card_path}: missing model card; a weights folder holds {CARD_FILE} and {WEIGHTS_FILE}")
+    if not weights_path.is_file():
+        raise WeightsError(f"{weights_path}: missing weights file")
+    try:
+        meta = json.loads(card_path.read_text())
+        config = DetectorConfig.from_dict(
+            {
+                **meta["architecture"],
+                "name": meta["name"],
+                "classes": meta["classes"],
+                "input_size": meta["input_size"],
+                "mean": meta["normalization"]["mean"],
+                "std": meta["normalization"]["std"],
+            }
+        )
+        expected_hash = str(meta["sha256"])
+        thresholds = meta["thresholds"]
+        defaults = DetectParams(
+            score_threshold=float(thresholds["score"]),
+            iou_threshold=float(thresholds["iou"]),
+            max_detections=int(thresholds["max_detections"]),
+        )
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise WeightsError(f"{card_path}: unreadable model card ({type(exc).__name__}: {exc})") from exc
+    if expected_classes is not None and tuple(config.classes) != tuple(expected_classes):
+        raise WeightsError(
+            f"{card_path}: class list {list(config.classes)} does not match the expected "
+            f"{list(expected_classes)} (same names, same id order)"
+        )
+    actual_hash = file_sha256(weights_path)
+    if actual_hash != expected_hash:
+        raise WeightsError(
+            f"{weights_path}: sha256 {actual_hash[:12]}... does not match {expected_hash[:12]}... "
+            f"recorded in {CARD_FILE}; the file is corrupt, truncated or from another model"
+        )
+    try:
+        state = load_file(str(weights_path))
+    except (SafetensorError, OSError) as exc:
+        raise WeightsError(f"{weights_path}: unreadable safetensors file ({exc})") from exc
+    network = build_network(config)
+    try:
+        network.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    except RuntimeError as exc:
+        raise WeightsError(f"{weights_path}: tensors do not fit the architecture in {CARD_FILE} ({exc})") from exc
+    network.eval()
+    return LoadedWeights(network=network, config=config, defaults=defaults, sha256=actual_hash, card=meta)

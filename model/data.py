@@ -1,0 +1,209 @@
+"""Pascal VOC data: the VOCdevkit reader, box-aware augmentation, letterbox and collate.
+
+Boxes leave this module as xyxy floats in 0-based continuous pixel coordinates: a VOC box
+with 1-based inclusive corners ``(xmin, ymin, xmax, ymax)`` becomes
+``(xmin - 1, ymin - 1, xmax, ymax)``, so it covers exactly the pixels the XML names.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+from torchvision import tv_tensors
+from torchvision.io import ImageReadMode, decode_image, read_file
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as TF
+
+from model.config import IMAGENET_MEAN, IMAGENET_STD, VOC_CLASSES
+from model.letterbox import letterbox_geometry
+
+
+@dataclass(frozen=True)
+class Annotation:
+    """One image's objects. boxes_xyxy ``(N, 4)`` float32 original pixels; labels, difficult ``(N,)``."""
+
+    image_id: str
+    width: int
+    height: int
+    boxes_xyxy: Tensor
+    labels: Tensor
+    difficult: Tensor
+
+
+@dataclass(frozen=True)
+class VOCSample:
+    image_path: Path
+    annotation_path: Path
+
+
+def parse_annotation(path: Path, classes: Sequence[str] = VOC_CLASSES) -> Annotation:
+    """Read one VOC XML file; an unknown class name is an error naming the file."""
+    root = ET.parse(path).getroot()
+    size = root.find("size")
+    width = int(size.findtext("width", "0")) if size is not None else 0
+    height = int(size.findtext("height", "0")) if size is not None else 0
+    boxes: list[list[float]] = []
+    labels: list[int] = []
+    difficult: list[bool] = []
+    index = {name: k for k, name in enumerate(classes)}
+    for obj in root.iter("object"):
+        name = (obj.findtext("name") or "").strip()
+        if name not in index:
+            raise ValueError(f"{path}: unknown class {name!r}; expected one of {list(classes)}")
+        bnd = obj.find("bndbox")
+        if bnd is None:
+            raise ValueError(f"{path}: object {name!r} has no bndbox")
+        x1, y1, x2, y2 = (float(bnd.findtext(tag, "nan")) for tag in ("xmin", "ymin", "xmax", "ymax"))
+        boxes.append([x1 - 1.0, y1 - 1.0, x2, y2])
+        labels.append(index[name])
+        difficult.append((obj.findtext("difficult") or "0").strip() == "1")
+    return Annotation(
+        image_id=path.stem,
+        width=width,
+        height=height,
+        boxes_xyxy=torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+        labels=torch.tensor(labels, dtype=torch.int64),
+        difficult=torch.tensor(difficult, dtype=torch.bool),
+    )
+
+
+def year_folders(root: Path) -> list[Path]:
+    """``root`` itself when it is a year folder (has ``ImageSets``), else its ``VOC*`` children."""
+    if (root / "ImageSets").is_dir():
+        return [root]
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and (p / "ImageSets").is_dir())
+    if not folders:
+        raise FileNotFoundError(f"{root}: no VOC year folder (one with ImageSets/Main) found")
+    return folders
+
+
+def list_samples(roots: Sequence[str | Path], split: str) -> list[VOCSample]:
+    """Every image named by ``ImageSets/Main/{split}.txt`` under each root's year folders."""
+    samples: list[VOCSample] = []
+    for root in roots:
+        for year in year_folders(Path(root)):
+            split_file = year / "ImageSets" / "Main" / f"{split}.txt"
+            if not split_file.is_file():
+                continue
+            for line in split_file.read_text().split("\n"):
+                image_id = line.strip().split(" ")[0]
+                if image_id:
+                    samples.append(
+                        VOCSample(
+                            year / "JPEGImages" / f"{image_id}.jpg",
+                            year / "Annotations" / f"{image_id}.xml",
+                        )
+                    )
+    if not samples:
+        raise FileNotFoundError(f"no images in split {split!r} under {[str(r) for r in roots]}")
+    return samples
+
+
+def read_image(path: Path) -> Tensor:
+    """uint8 ``(3, H, W)`` RGB, EXIF orientation applied."""
+    return decode_image(read_file(str(path)), mode=ImageReadMode.RGB, apply_exif_orientation=True)
+
+
+class VOCDetection(Dataset[tuple[Tensor, Annotation]]):
+    """Raw VOC samples: ``(uint8 (3, H, W) RGB image, Annotation)``; ``transform`` maps that pair."""
+
+    def __init__(
+        self,
+        roots: Sequence[str | Path],
+        split: str,
+        transform: Callable[[Tensor, Annotation], Any] | None = None,
+        classes: Sequence[str] = VOC_CLASSES,
+    ) -> None:
+        self.samples = list_samples(roots, split)
+        self.transform = transform
+        self.classes = tuple(classes)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def annotation(self, index: int) -> Annotation:
+        return parse_annotation(self.samples[index].annotation_path, self.classes)
+
+    def __getitem__(self, index: int) -> Any:
+        sample = self.samples[index]
+        image = read_image(sample.image_path)
+        annotation = parse_annotation(sample.annotation_path, self.classes)
+        if self.transform is not None:
+            return self.transform(image, annotation)
+        return image, annotation
+
+
+class TrainTransform:
+    """Box-aware augmentation (colour, IoU crop, zoom-out, flip) then letterbox and normalize.
+
+    Returns ``(float (3, S, S) normalized image, {"boxes": (N, 4) xyxy input pixels, "labels": (N,)})``.
+    """
+
+    def __init__(self, size: int, augment: bool = True) -> None:
+        self.size = size
+        fill = [round(255 * m) for m in IMAGENET_MEAN]
+        steps: list[Any] = []
+        if augment:
+            steps = [
+                v2.RandomPhotometricDistort(p=0.5),
+                v2.RandomZoomOut(fill={tv_tensors.Image: fill, "others": 0}, side_range=(1.0, 2.0), p=0.2),
+                v2.RandomApply([v2.RandomIoUCrop()], p=0.5),
+                v2.RandomHorizontalFlip(p=0.5),
+                v2.SanitizeBoundingBoxes(min_size=2.0),
+            ]
+        self.augment = v2.Compose(steps)
+        self.fill = fill
+
+    def __call__(self, image: Tensor, annotation: Annotation) -> tuple[Tensor, dict[str, Tensor]]:
+        height, width = image.shape[-2:]
+        sample = {
+            "image": tv_tensors.Image(image),
+            "boxes": tv_tensors.BoundingBoxes(
+                annotation.boxes_xyxy, format="XYXY", canvas_size=(int(height), int(width))
+            ),
+            "labels": annotation.labels,
+        }
+        sample = self.augment(sample)
+        image_out, boxes = letterbox_sample(sample["image"], sample["boxes"], self.size, self.fill)
+        normalized = TF.normalize(TF.to_dtype(image_out, torch.float32, scale=True), IMAGENET_MEAN, IMAGENET_STD)
+        return normalized.as_subclass(Tensor), {
+            "boxes": boxes.as_subclass(Tensor).float(),
+            "labels": sample["labels"],
+        }
+
+
+def letterbox_sample(
+    image: tv_tensors.Image, boxes: tv_tensors.BoundingBoxes, size: int, fill: list[int]
+) -> tuple[tv_tensors.Image, tv_tensors.BoundingBoxes]:
+    """Resize the longer side to ``size`` and pad to a centred square, boxes moving with the image.
+
+    Uses the same geometry as :func:`model.letterbox.letterbox_geometry`, so training sees
+    exactly what the predictor feeds the network.
+    """
+    height, width = image.shape[-2:]
+    new_h, new_w, placement = letterbox_geometry(int(height), int(width), size)
+    image = TF.resize(image, [new_h, new_w], antialias=True)
+    boxes = TF.resize(boxes, [new_h, new_w])
+    left, top = int(placement.pad_x), int(placement.pad_y)
+    padding = [left, top, size - new_w - left, size - new_h - top]
+    return TF.pad(image, padding, fill=fill), TF.pad(boxes, padding)
+
+
+def collate_train(
+    batch: Sequence[tuple[Tensor, dict[str, Tensor]]],
+) -> tuple[Tensor, list[dict[str, Tensor]]]:
+    """Stack images ``(B, 3, S, S)``; targets stay a list (object counts differ)."""
+    images = torch.stack([item[0] for item in batch])
+    return images, [item[1] for item in batch]
+
+
+def collate_raw(batch: Sequence[tuple[Tensor, Annotation]]) -> tuple[list[Tensor], list[Annotation]]:
+    """Raw images of different sizes stay lists; the predictor letterboxes them."""
+    return [item[0] for item in batch], [item[1] for item in batch]

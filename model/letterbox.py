@@ -1,0 +1,88 @@
+"""Letterboxing: fit an image into the square model input, and map boxes back."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from torchvision.transforms.v2 import functional as TF
+
+
+@dataclass(frozen=True)
+class Letterbox:
+    """How one original image sits in the square input: ``input = original * scale + pad``.
+
+    width/height are the original image's size in pixels; the scales are per axis since the
+    resized size is rounded to whole pixels.
+    """
+
+    scale_x: float
+    scale_y: float
+    pad_x: float
+    pad_y: float
+    width: int
+    height: int
+
+    def to_original(self, boxes_xyxy: Tensor) -> Tensor:
+        """boxes ``(N, 4)`` xyxy in input pixels -> original pixels, clipped to the image."""
+        pad = boxes_xyxy.new_tensor([self.pad_x, self.pad_y, self.pad_x, self.pad_y])
+        scale = boxes_xyxy.new_tensor([self.scale_x, self.scale_y, self.scale_x, self.scale_y])
+        boxes = (boxes_xyxy - pad) / scale
+        limits = boxes.new_tensor([self.width, self.height, self.width, self.height])
+        return torch.minimum(boxes.clamp(min=0), limits)
+
+    def to_input(self, boxes_xyxy: Tensor) -> Tensor:
+        """boxes ``(N, 4)`` xyxy in original pixels -> input pixels."""
+        pad = boxes_xyxy.new_tensor([self.pad_x, self.pad_y, self.pad_x, self.pad_y])
+        scale = boxes_xyxy.new_tensor([self.scale_x, self.scale_y, self.scale_x, self.scale_y])
+        return boxes_xyxy * scale + pad
+
+
+def letterbox_geometry(height: int, width: int, size: int) -> tuple[int, int, Letterbox]:
+    """The resized size ``(h, w)`` and placement of an ``height x width`` image in a ``size`` square."""
+    scale = size / max(height, width)
+    new_h = max(1, min(size, round(height * scale)))
+    new_w = max(1, min(size, round(width * scale)))
+    pad_x = (size - new_w) // 2
+    pad_y = (size - new_h) // 2
+    box = Letterbox(
+        scale_x=new_w / width,
+        scale_y=new_h / height,
+        pad_x=float(pad_x),
+        pad_y=float(pad_y),
+        width=width,
+        height=height,
+    )
+    return new_h, new_w, box
+
+
+def letterbox_batch(
+    images: Sequence[Tensor],
+    size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    device: torch.device,
+    dtype: torch.dtype = torch.float32,
+) -> tuple[Tensor, list[Letterbox]]:
+    """uint8 ``(3, H_i, W_i)`` RGB images of any sizes -> normalized ``(B, 3, size, size)`` batch.
+
+    Each image is resized (antialiased, aspect kept) so its longer side is ``size``, centred,
+    and the border is filled with the normalization mean (zero after normalizing).
+    """
+    batch = torch.zeros(len(images), 3, size, size, device=device, dtype=dtype)
+    mean_t = torch.tensor(mean, device=device, dtype=torch.float32).view(3, 1, 1)
+    std_t = torch.tensor(std, device=device, dtype=torch.float32).view(3, 1, 1)
+    boxes: list[Letterbox] = []
+    for k, image in enumerate(images):
+        if image.dtype != torch.uint8 or image.ndim != 3 or image.shape[0] != 3:
+            raise ValueError(f"expected a uint8 (3, H, W) RGB image, got {image.dtype} {tuple(image.shape)}")
+        height, width = int(image.shape[1]), int(image.shape[2])
+        new_h, new_w, placement = letterbox_geometry(height, width, size)
+        resized = TF.resize(image.to(device), [new_h, new_w], antialias=True)
+        normalized = (resized.float() / 255.0 - mean_t) / std_t
+        top, left = int(placement.pad_y), int(placement.pad_x)
+        batch[k, :, top : top + new_h, left : left + new_w] = normalized.to(dtype)
+        boxes.append(placement)
+    return batch, boxes

@@ -1,0 +1,128 @@
+"""VOC detection metrics: per-class average precision at an IoU threshold (mAP@0.5).
+
+Matching follows the VOC devkit: detections of a class are taken by descending score; each is
+matched to the ground-truth box it overlaps most; strictly above the IoU threshold it is a true positive
+if that box is not yet taken, a false positive if it is (a duplicate), and ignored if that box
+is ``difficult``. Difficult boxes do not count towards the number of positives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from torchvision.ops import box_iou
+
+
+@dataclass(frozen=True)
+class ImageDetections:
+    """boxes_xyxy ``(N, 4)``, scores ``(N,)``, labels ``(N,)``; original pixels."""
+
+    boxes_xyxy: Tensor
+    scores: Tensor
+    labels: Tensor
+
+
+@dataclass(frozen=True)
+class ImageGroundTruth:
+    """boxes_xyxy ``(M, 4)``, labels ``(M,)``, difficult ``(M,)`` bool; original pixels."""
+
+    boxes_xyxy: Tensor
+    labels: Tensor
+    difficult: Tensor
+
+
+def average_precision(recall: Tensor, precision: Tensor, use_07_metric: bool = False) -> float:
+    """Area under the precision/recall curve: all-point interpolation, or VOC07 11-point."""
+    if use_07_metric:
+        ap = 0.0
+        for t in torch.linspace(0, 1, 11).tolist():
+            above = precision[recall >= t - 1e-9]
+            ap += (float(above.max()) if above.numel() else 0.0) / 11.0
+        return ap
+    mrec = torch.cat([torch.tensor([0.0]), recall.double(), torch.tensor([1.0])])
+    mpre = torch.cat([torch.tensor([0.0]), precision.double(), torch.tensor([0.0])])
+    # Precision envelope: at each recall, the best precision at that recall or beyond.
+    mpre = torch.flip(torch.cummax(torch.flip(mpre, [0]), 0).values, [0])
+    changes = torch.nonzero(mrec[1:] != mrec[:-1]).flatten()
+    return float(((mrec[changes + 1] - mrec[changes]) * mpre[changes + 1]).sum())
+
+
+def class_average_precision(
+    detections: Sequence[ImageDetections],
+    ground_truth: Sequence[ImageGroundTruth],
+    class_id: int,
+    iou_threshold: float = 0.5,
+    use_07_metric: bool = False,
+) -> float | None:
+    """AP of one class over a set of images; ``None`` when the class has no non-difficult box."""
+    records: list[tuple[float, int, int]] = []  # (score, image index, detection index)
+    gt_boxes: list[Tensor] = []
+    gt_difficult: list[Tensor] = []
+    det_boxes: list[Tensor] = []
+    positives = 0
+    for k, (det, gt) in enumerate(zip(detections, ground_truth, strict=True)):
+        mask = gt.labels == class_id
+        gt_boxes.append(gt.boxes_xyxy[mask].float())
+        gt_difficult.append(gt.difficult[mask])
+        positives += int((~gt.difficult[mask]).sum())
+        dmask = det.labels == class_id
+        det_boxes.append(det.boxes_xyxy[dmask].float())
+        records.extend((float(s), k, n) for n, s in enumerate(det.scores[dmask].tolist()))
+    if positives == 0:
+        return None
+    records.sort(key=lambda r: -r[0])
+    taken = [torch.zeros(len(b), dtype=torch.bool) for b in gt_boxes]
+    ious = [
+        box_iou(d, g) if len(d) and len(g) else torch.zeros(len(d), len(g))
+        for d, g in zip(det_boxes, gt_boxes, strict=True)
+    ]
+    tp: list[float] = []
+    fp: list[float] = []
+    for _, image, n in records:
+        overlaps = ious[image][n] if ious[image].shape[1] else torch.zeros(0)
+        if overlaps.numel() and float(overlaps.max()) > iou_threshold:
+            best = int(overlaps.argmax())
+            if bool(gt_difficult[image][best]):
+                continue
+            if not taken[image][best]:
+                taken[image][best] = True
+                tp.append(1.0)
+                fp.append(0.0)
+            else:
+                tp.append(0.0)
+                fp.append(1.0)
+        else:
+            tp.append(0.0)
+            fp.append(1.0)
+    if not tp:
+        return 0.0
+    tp_cum = torch.tensor(tp).cumsum(0)
+    fp_cum = torch.tensor(fp).cumsum(0)
+    recall = tp_cum / positives
+    precision = tp_cum / (tp_cum + fp_cum)
+    return average_precision(recall, precision, use_07_metric)
+
+
+@dataclass(frozen=True)
+class EvaluationResult:
+    map50: float
+    ap: dict[str, float | None]  # None: the class has no (non-difficult) ground truth here
+
+
+def evaluate_detections(
+    detections: Sequence[ImageDetections],
+    ground_truth: Sequence[ImageGroundTruth],
+    classes: Sequence[str],
+    iou_threshold: float = 0.5,
+    use_07_metric: bool = False,
+) -> EvaluationResult:
+    """Per-class AP and their mean over the classes that have ground truth."""
+    ap = {
+        name: class_average_precision(detections, ground_truth, k, iou_threshold, use_07_metric)
+        for k, name in enumerate(classes)
+    }
+    present = [v for v in ap.values() if v is not None]
+    return EvaluationResult(map50=sum(present) / len(present) if present else 0.0, ap=ap)

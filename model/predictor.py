@@ -1,0 +1,95 @@
+"""The one prediction path used by the service, evaluation and drawing.
+
+uint8 RGB images of any size -> letterbox -> normalize -> network -> decode -> score ->
+threshold -> class-aware NMS -> boxes in original-image pixels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from model.boxes import split_grid
+from model.checkpoint import LoadedWeights, load_weights
+from model.config import DetectorConfig, DetectParams
+from model.letterbox import Letterbox, letterbox_batch
+from model.network import GridDetector
+from model.postprocess import Detections, postprocess
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` -> the first GPU when there is one, else CPU; otherwise ``cpu``/``cuda``/``cuda:N``."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but CUDA is not available; use 'cpu' or 'auto'")
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device {name!r} is not supported; use 'auto', 'cpu', 'cuda' or 'cuda:N'")
+    return device
+
+
+class Predictor:
+    """Runs a :class:`GridDetector` on uint8 ``(3, H, W)`` RGB images.
+
+    On CUDA the network runs in float16 and channels_last; on CPU in float32.
+    """
+
+    def __init__(
+        self,
+        network: GridDetector,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype | None = None,
+        defaults: DetectParams = DetectParams(),
+    ) -> None:
+        self.device = torch.device(device)
+        self.dtype = dtype or (torch.float16 if self.device.type == "cuda" else torch.float32)
+        self.config: DetectorConfig = network.config
+        self.defaults = defaults
+        memory_format = torch.channels_last if self.device.type == "cuda" else torch.contiguous_format
+        self.network = network.eval().to(device=self.device, dtype=self.dtype, memory_format=memory_format)
+        self._memory_format = memory_format
+
+    @classmethod
+    def from_weights(
+        cls, folder: str | Path, device: str = "auto", dtype: torch.dtype | None = None
+    ) -> tuple[Predictor, LoadedWeights]:
+        loaded = load_weights(folder)
+        predictor = cls(loaded.network, resolve_device(device), dtype, loaded.defaults)
+        return predictor, loaded
+
+    def preprocess(self, images: Sequence[Tensor]) -> tuple[Tensor, list[Letterbox]]:
+        """uint8 images -> normalized ``(B, 3, S, S)`` batch on the device, and each placement."""
+        batch, placements = letterbox_batch(
+            images, self.config.input_size, self.config.mean, self.config.std, self.device, self.dtype
+        )
+        return batch.contiguous(memory_format=self._memory_format), placements
+
+    @torch.inference_mode()
+    def forward(self, batch: Tensor) -> Tensor:
+        """Normalized batch -> raw grid ``(B, 5 + C, S/32, S/32)``."""
+        return self.network(batch)
+
+    @torch.inference_mode()
+    def __call__(
+        self,
+        images: Tensor | Sequence[Tensor],
+        params: DetectParams | Sequence[DetectParams] | None = None,
+    ) -> list[Detections]:
+        """Detect objects in one image or a list; ``params`` per image or shared (default: the card's)."""
+        if isinstance(images, Tensor) and images.ndim == 3:
+            images = [images]
+        images = list(images)
+        if not images:
+            return []
+        if params is None:
+            params = self.defaults
+        per_image = [params] * len(images) if isinstance(params, DetectParams) else list(params)
+        if len(per_image) != len(images):
+            raise ValueError(f"got {len(per_image)} parameter sets for {len(images)} images")
+        batch, placements = self.preprocess(images)
+        output = split_grid(self.forward(batch), self.config.stride)
+        return postprocess(output, placements, per_image)
