@@ -158,7 +158,7 @@ class TrainTransform:
                 v2.RandomHorizontalFlip(p=0.5),
                 v2.SanitizeBoundingBoxes(min_size=2.0),
             ]
-        self.augment = v2.Compose(steps)
+        self.augment = v2.Compose(steps) if steps else v2.Identity()
         self.fill = fill
 
     def __call__(self, image: Tensor, annotation: Annotation) -> tuple[Tensor, dict[str, Tensor]]:

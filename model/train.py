@@ -208,7 +208,7 @@ def find_lr(args: argparse.Namespace, network: nn.Module, loader: DataLoader, co
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        value = float(loss)
+        value = float(loss.detach())
         smoothed = 0.9 * smoothed + 0.1 * value if step else value
         debiased = smoothed / (1 - 0.9 ** (step + 1))
         lrs.append(lr)
