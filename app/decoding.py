@@ -108,14 +108,18 @@ def decode_image_bytes(data: bytes, max_pixels: int, label: str = "image") -> De
             400, f"{label} is not a recognisable image ({len(data)} bytes); send a {SUPPORTED} image"
         )
     if kind not in _PIL_FORMATS:
-        raise DecodeError(415, f"{label} is a {kind} file, which this service does not decode; send a {SUPPORTED} image")
+        raise DecodeError(
+            415, f"{label} is a {kind} file, which this service does not decode; send a {SUPPORTED} image"
+        )
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data), formats=[_PIL_FORMATS[kind]])
             width, height = image.size
     except Image.DecompressionBombError as exc:
-        raise DecodeError(413, f"{label} claims too many pixels ({exc}); the limit is {max_pixels:,}") from exc
+        raise DecodeError(
+            413, f"{label} claims too many pixels ({exc}); the limit is {max_pixels:,}"
+        ) from exc
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise DecodeError(400, f"{label} looks like {kind.upper()} but its header is corrupt: {exc}") from exc
     if width < 1 or height < 1:
@@ -136,8 +140,8 @@ def decode_image_bytes(data: bytes, max_pixels: int, label: str = "image") -> De
             )
         else:
             image.seek(0)  # first frame of an animation
-            image = ImageOps.exif_transpose(image) or image
-            rgb = np.asarray(_to_rgb(image))
+            oriented: Image.Image = ImageOps.exif_transpose(image) or image
+            rgb = np.asarray(_to_rgb(oriented))
             pixels = torch.from_numpy(rgb.copy()).permute(2, 0, 1).contiguous()
     except (OSError, ValueError, SyntaxError, RuntimeError, EOFError, Image.DecompressionBombError) as exc:
         raise DecodeError(400, f"{label} is a truncated or corrupt {kind.upper()} image ({exc})") from exc

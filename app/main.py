@@ -64,7 +64,11 @@ async def load_service(app: FastAPI) -> None:
         readiness.ready()
         log.info(
             "ready: %s version %s on %s (%s), weights %s",
-            predictor.config.name, weights.version, predictor.device, service.dtype, settings.weights,
+            predictor.config.name,
+            weights.version,
+            predictor.device,
+            service.dtype,
+            settings.weights,
         )
     except (WeightsError, ValueError, OSError, RuntimeError) as exc:
         reason = str(exc)
@@ -89,10 +93,8 @@ def install_drain_handler(app: FastAPI) -> None:
             return
         loop.call_soon_threadsafe(_start_drain, app, previous, signum, frame)
 
-    try:
+    with contextlib.suppress(ValueError):
         signal.signal(signal.SIGTERM, on_sigterm)
-    except ValueError:
-        pass
 
 
 def _start_drain(app: FastAPI, previous: Any, signum: int, frame: FrameType | None) -> None:
@@ -186,16 +188,19 @@ def _validation_message(exc: RequestValidationError) -> str:
     problems = []
     for error in exc.errors():
         where = ".".join(str(p) for p in error.get("loc", ()) if p not in ("query", "body"))
-        problems.append(f"{where}: {error.get('msg', 'invalid')}" + (
-            f" (got {error['input']!r})" if "input" in error and error["input"] is not None else ""
-        ))
+        problems.append(
+            f"{where}: {error.get('msg', 'invalid')}"
+            + (f" (got {error['input']!r})" if "input" in error and error["input"] is not None else "")
+        )
     return "invalid request: " + "; ".join(problems)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; the model loads when the app starts (its lifespan), not here."""
     settings = settings or Settings()
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
     app = FastAPI(
         title="VOC object detector",
         summary="POST images, get Pascal VOC boxes as JSON.",

@@ -9,7 +9,10 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
-            "detector_requests", "HTTP requests by route and status", ["route", "status"], registry=self.registry
+            "detector_requests",
+            "HTTP requests by route and status",
+            ["route", "status"],
+            registry=self.registry,
         )
         self.latency = Histogram(
             "detector_request_seconds",
@@ -23,16 +26,23 @@ class Metrics:
             "detector_detections", "detections returned, per class", ["class_name"], registry=self.registry
         )
         self.decode_failures = Counter(
-            "detector_decode_failures", "uploads rejected while decoding, by status", ["status"],
+            "detector_decode_failures",
+            "uploads rejected while decoding, by status",
+            ["status"],
             registry=self.registry,
         )
         self.batch_size = Histogram(
-            "detector_batch_size", "images per forward pass",
-            buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=self.registry,
+            "detector_batch_size",
+            "images per forward pass",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+            registry=self.registry,
         )
-        self.queue_depth = Gauge("detector_queue_depth", "images waiting for a forward pass", registry=self.registry)
+        self.queue_depth = Gauge(
+            "detector_queue_depth", "images waiting for a forward pass", registry=self.registry
+        )
         self.inference_seconds = Histogram(
-            "detector_inference_seconds", "seconds per batch: preprocess, forward, post-process",
+            "detector_inference_seconds",
+            "seconds per batch: preprocess, forward, post-process",
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
             registry=self.registry,
         )
@@ -40,6 +50,7 @@ class Metrics:
             "detector_batch_failures", "batches that raised (their requests got 503)", registry=self.registry
         )
         self.rejected = Counter(
-            "detector_overload_rejections", "requests refused with 503 because the queue was full",
+            "detector_overload_rejections",
+            "requests refused with 503 because the queue was full",
             registry=self.registry,
         )

@@ -59,7 +59,9 @@ IMAGE_BODY_DOC = {
             "multipart/form-data": {
                 "schema": {
                     "type": "object",
-                    "properties": {"image": {"type": "array", "items": {"type": "string", "format": "binary"}}},
+                    "properties": {
+                        "image": {"type": "array", "items": {"type": "string", "format": "binary"}}
+                    },
                     "required": ["image"],
                 }
             },
@@ -72,7 +74,9 @@ IMAGE_BODY_DOC = {
 }
 
 
-def parse_classes(value: str | None, classes: tuple[str, ...]) -> tuple[list[str] | None, frozenset[int] | None]:
+def parse_classes(
+    value: str | None, classes: tuple[str, ...]
+) -> tuple[list[str] | None, frozenset[int] | None]:
     if value is None or not value.strip():
         return None, None
     names = [name.strip() for name in value.split(",") if name.strip()]
@@ -85,7 +89,10 @@ def parse_classes(value: str | None, classes: tuple[str, ...]) -> tuple[list[str
     return names, frozenset(classes.index(name) for name in names)
 
 
-def to_result(part: ImagePart, image: DecodedImage, found: Detections, classes: tuple[str, ...]) -> ImageResult:
+def to_result(
+    part: ImagePart, image: DecodedImage, found: Detections, classes: tuple[str, ...]
+) -> ImageResult:
+    rounded = [[round(v, 2) for v in box] for box in found.boxes_xyxy.tolist()]
     detections = [
         Detection(
             class_id=int(label),
@@ -94,8 +101,9 @@ def to_result(part: ImagePart, image: DecodedImage, found: Detections, classes: 
             box=Box(x_min=x1, y_min=y1, x_max=x2, y_max=y2),
         )
         for (x1, y1, x2, y2), score, label in zip(
-            found.boxes_xyxy.tolist(), found.scores.tolist(), found.labels.tolist(), strict=True
+            rounded, found.scores.tolist(), found.labels.tolist(), strict=True
         )
+        if x1 < x2 and y1 < y2  # a sub-0.01-pixel box would round to nothing
     ]
     return ImageResult(filename=part.filename, width=image.width, height=image.height, detections=detections)
 
@@ -154,7 +162,8 @@ async def detect(
         except (Overloaded, BatchFailed) as exc:
             reason = "overloaded" if isinstance(exc, Overloaded) else "inference failed for this batch"
             raise HTTPException(
-                503, f"{reason}; retry after {settings.retry_after_seconds} s",
+                503,
+                f"{reason}; retry after {settings.retry_after_seconds} s",
                 {"Retry-After": str(settings.retry_after_seconds)},
             ) from exc
         inference_ms = (time.perf_counter() - infer_start) * 1000
@@ -198,12 +207,15 @@ async def readyz(readiness: ReadinessDep, settings: SettingsDep) -> Response:
     if readiness.is_ready:
         return JSONResponse(body.model_dump(exclude_none=True))
     return JSONResponse(
-        body.model_dump(exclude_none=True), status_code=503,
+        body.model_dump(exclude_none=True),
+        status_code=503,
         headers={"Retry-After": str(settings.retry_after_seconds)},
     )
 
 
-@router.get("/model", response_model=ModelCard, responses={503: {"model": ErrorResponse}}, summary="The model card")
+@router.get(
+    "/model", response_model=ModelCard, responses={503: {"model": ErrorResponse}}, summary="The model card"
+)
 async def model_card(service: LoadedServiceDep, settings: SettingsDep) -> ModelCard:
     card = service.weights.card
     return ModelCard(

@@ -85,7 +85,9 @@ async def image_parts(request: Request, body: bytes, max_images: int) -> list[Im
             await form.close()
         if not parts:
             seen = f"; got parts {other}" if other else ""
-            raise UploadError(400, f"no file part named 'image'{seen}; send multipart/form-data with image=@FILE")
+            raise UploadError(
+                400, f"no file part named 'image'{seen}; send multipart/form-data with image=@FILE"
+            )
         if len(parts) > max_images:
             raise UploadError(413, f"{len(parts)} images in one request, over the limit of {max_images}")
         return parts
@@ -95,8 +97,9 @@ async def image_parts(request: Request, body: bytes, max_images: int) -> list[Im
         return [ImagePart(0, None, body)]
     if not media_type:
         raise UploadError(
-            415, "no Content-Type; send multipart/form-data with image parts or a raw image/jpeg, "
-            "image/png, image/webp or image/bmp body"
+            415,
+            "no Content-Type; send multipart/form-data with image parts or a raw image/jpeg, "
+            "image/png, image/webp or image/bmp body",
         )
     raise UploadError(
         415,

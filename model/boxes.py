@@ -34,7 +34,7 @@ def cell_centres(height: int, width: int, device: torch.device | None = None) ->
 
 
 def decode_boxes(deltas: Tensor, centres: Tensor, stride: int) -> Tensor:
-    """deltas ``(..., 4)`` raw ``tx, ty, tw, th``; centres ``(..., 2)`` in cells -> boxes xyxy in input pixels."""
+    """deltas ``(..., 4)`` raw ``tx, ty, tw, th``; centres ``(..., 2)`` in cells -> xyxy input pixels."""
     xy = stride * (torch.tanh(deltas[..., :2]) + centres)
     wh = stride * torch.exp(deltas[..., 2:].clamp(max=10.0))
     return box_convert(torch.cat([xy, wh], dim=-1), "cxcywh", "xyxy")

@@ -66,6 +66,7 @@ def save_weights(
     }
     weights_path = folder / WEIGHTS_FILE
     save_file(state, str(weights_path))
+    weights_path.chmod(0o644)  # readable by the non-root user a container runs as
     meta = {
         "format": FORMAT,
         "name": config.name,
@@ -77,7 +78,11 @@ def save_weights(
         },
         "classes": list(config.classes),
         "input_size": config.input_size,
-        "normalization": {"mean": list(config.mean), "std": list(config.std), "letterbox": "centred, mean fill"},
+        "normalization": {
+            "mean": list(config.mean),
+            "std": list(config.std),
+            "letterbox": "centred, mean fill",
+        },
         "decode": {
             "center": "s * (tanh(t) + cell + 0.5)",
             "size": "s * exp(t)",
@@ -97,15 +102,15 @@ def save_weights(
     return folder
 
 
-def load_weights(
-    folder: str | Path, expected_classes: tuple[str, ...] | None = VOC_CLASSES
-) -> LoadedWeights:
+def load_weights(folder: str | Path, expected_classes: tuple[str, ...] | None = VOC_CLASSES) -> LoadedWeights:
     """Load a weights folder; raises :class:`WeightsError` naming the file and what is wrong."""
     folder = Path(folder)
     card_path = folder / CARD_FILE
     weights_path = folder / WEIGHTS_FILE
     if not card_path.is_file():
-        raise WeightsError(f"{card_path}: missing model card; a weights folder holds {CARD_FILE} and {WEIGHTS_FILE}")
+        raise WeightsError(
+            f"{card_path}: missing model card; a weights folder holds {CARD_FILE} and {WEIGHTS_FILE}"
+        )
     if not weights_path.is_file():
         raise WeightsError(f"{weights_path}: missing weights file")
     try:
@@ -148,6 +153,8 @@ def load_weights(
     try:
         network.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
     except RuntimeError as exc:
-        raise WeightsError(f"{weights_path}: tensors do not fit the architecture in {CARD_FILE} ({exc})") from exc
+        raise WeightsError(
+            f"{weights_path}: tensors do not fit the architecture in {CARD_FILE} ({exc})"
+        ) from exc
     network.eval()
     return LoadedWeights(network=network, config=config, defaults=defaults, sha256=actual_hash, card=meta)

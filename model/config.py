@@ -53,8 +53,7 @@ class DetectorConfig:
     def __post_init__(self) -> None:
         if self.input_size <= 0 or self.input_size % self.stride:
             raise ValueError(
-                f"input_size must be a positive multiple of the stride {self.stride}, "
-                f"got {self.input_size}"
+                f"input_size must be a positive multiple of the stride {self.stride}, got {self.input_size}"
             )
         if len(set(self.classes)) != len(self.classes) or not self.classes:
             raise ValueError("classes must be a non-empty list of unique names")

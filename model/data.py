@@ -172,7 +172,9 @@ class TrainTransform:
         }
         sample = self.augment(sample)
         image_out, boxes = letterbox_sample(sample["image"], sample["boxes"], self.size, self.fill)
-        normalized = TF.normalize(TF.to_dtype(image_out, torch.float32, scale=True), IMAGENET_MEAN, IMAGENET_STD)
+        normalized = TF.normalize(
+            TF.to_dtype(image_out, torch.float32, scale=True), IMAGENET_MEAN, IMAGENET_STD
+        )
         return normalized.as_subclass(Tensor), {
             "boxes": boxes.as_subclass(Tensor).float(),
             "labels": sample["labels"],

@@ -28,8 +28,7 @@ def draw_detections(image: Tensor, detections: Detections, classes: Sequence[str
     if len(detections) == 0:
         return image.clone()
     labels = [
-        f"{classes[int(c)]} {float(s):.2f}"
-        for c, s in zip(detections.labels, detections.scores, strict=True)
+        f"{classes[int(c)]} {float(s):.2f}" for c, s in zip(detections.labels, detections.scores, strict=True)
     ]
     colours = [class_colour(int(c)) for c in detections.labels]
     width = max(1, round(max(image.shape[1:]) / 250))

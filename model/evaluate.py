@@ -56,17 +56,13 @@ def evaluate_predictor(
     subset: torch.utils.data.Dataset = dataset
     if limit is not None:
         subset = torch.utils.data.Subset(dataset, range(min(limit, len(dataset))))
-    loader = DataLoader(
-        subset, batch_size=batch_size, num_workers=workers, collate_fn=collate_raw
-    )
+    loader = DataLoader(subset, batch_size=batch_size, num_workers=workers, collate_fn=collate_raw)
     detections: list[ImageDetections] = []
     truths: list[ImageGroundTruth] = []
-    for images, annotations in tqdm(loader, desc="evaluate", disable=not progress, leave=False):
-        for found, annotation in zip(predictor(images, params), annotations, strict=True):
+    for images, truth_batch in tqdm(loader, desc="evaluate", disable=not progress, leave=False):
+        for found, annotation in zip(predictor(images, params), truth_batch, strict=True):
             detections.append(ImageDetections(found.boxes_xyxy, found.scores, found.labels))
-            truths.append(
-                ImageGroundTruth(annotation.boxes_xyxy, annotation.labels, annotation.difficult)
-            )
+            truths.append(ImageGroundTruth(annotation.boxes_xyxy, annotation.labels, annotation.difficult))
     result = evaluate_detections(detections, truths, predictor.config.classes, 0.5, use_07_metric)
     return EvaluationReport(result, len(detections), time.perf_counter() - start)
 
@@ -81,7 +77,9 @@ def format_table(result: EvaluationResult) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m model.evaluate", description=__doc__)
-    parser.add_argument("--weights", default="weights", help="weights folder (model.safetensors + model.json)")
+    parser.add_argument(
+        "--weights", default="weights", help="weights folder (model.safetensors + model.json)"
+    )
     parser.add_argument("--data", action="append", required=True, help="VOCdevkit folder; repeat for several")
     parser.add_argument("--split", default="val")
     parser.add_argument("--device", default="auto")
@@ -96,11 +94,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     dataset = VOCDetection(args.data, args.split, classes=loaded.config.classes)
     params = DetectParams(args.score_threshold, EVAL_PARAMS.iou_threshold, EVAL_PARAMS.max_detections)
     report = evaluate_predictor(
-        predictor, dataset, args.batch_size, args.workers, params, args.use_07_metric,
-        progress=sys.stderr.isatty(), limit=args.limit,
+        predictor,
+        dataset,
+        args.batch_size,
+        args.workers,
+        params,
+        args.use_07_metric,
+        progress=sys.stderr.isatty(),
+        limit=args.limit,
     )
-    print(f"weights {args.weights} (version {loaded.version}), split {args.split}, "
-          f"{report.images} images, {report.seconds:.1f} s on {predictor.device}")
+    print(
+        f"weights {args.weights} (version {loaded.version}), split {args.split}, "
+        f"{report.images} images, {report.seconds:.1f} s on {predictor.device}"
+    )
     print(format_table(report.result))
     print(json.dumps(report.to_json()))
     return 0

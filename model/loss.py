@@ -33,10 +33,7 @@ def detection_loss(
     normaliser = positive.sum().clamp(min=1).float()
 
     objectness = (
-        F.binary_cross_entropy_with_logits(
-            output.objectness, positive.float(), reduction="sum"
-        )
-        / normaliser
+        F.binary_cross_entropy_with_logits(output.objectness, positive.float(), reduction="sum") / normaliser
     )
     if positive.any():
         pred = output.deltas[positive]  # (P, 4)

@@ -53,12 +53,12 @@ class GridDetector(nn.Module):
 
     def _init_head(self) -> None:
         final = self.head[-1]
-        assert isinstance(final, nn.Conv2d)
+        assert isinstance(final, nn.Conv2d) and final.bias is not None
         nn.init.normal_(final.weight, std=0.01)
-        nn.init.zeros_(final.bias)
-        # Start objectness near the prior of an object in ~1% of cells, so the first
-        # steps are not spent pushing every cell's objectness down.
         with torch.no_grad():
+            final.bias.zero_()
+            # Start objectness near the prior of an object in ~1% of cells, so the first
+            # steps are not spent pushing every cell's objectness down.
             final.bias[BOX_CHANNELS] = -4.6
 
     def forward(self, images: Tensor) -> Tensor:
@@ -92,7 +92,10 @@ def load_backbone_weights(network: GridDetector, path: str | Path) -> None:
         mapped[f"{names.index(prefix)}.{key.split('.', 1)[1]}"] = value
     missing, unexpected = network.backbone.load_state_dict(mapped, strict=False)
     if missing or unexpected:
-        raise ValueError(f"{path}: backbone weights do not match ResNet18 (missing {missing[:5]}, unexpected {unexpected[:5]})")
+        raise ValueError(
+            f"{path}: backbone weights do not match ResNet18 "
+            f"(missing {missing[:5]}, unexpected {unexpected[:5]})"
+        )
 
 
 def build_network(config: DetectorConfig, backbone_weights: str | Path | None = None) -> GridDetector:

@@ -50,7 +50,8 @@ class Predictor:
         self.config: DetectorConfig = network.config
         self.defaults = defaults
         memory_format = torch.channels_last if self.device.type == "cuda" else torch.contiguous_format
-        self.network = network.eval().to(device=self.device, dtype=self.dtype, memory_format=memory_format)
+        self.network = network.eval().to(device=self.device, dtype=self.dtype)
+        self.network = self.network.to(memory_format=memory_format)  # type: ignore[call-overload]
         self._memory_format = memory_format
 
     @classmethod

@@ -20,8 +20,10 @@ def _summary(values: Sequence[float]) -> str:
     if not values:
         return "n/a"
     q = statistics.quantiles(values, n=20) if len(values) > 1 else [values[0]] * 19
-    return (f"min {min(values):.2f}  p5 {q[0]:.2f}  median {statistics.median(values):.2f}  "
-            f"mean {statistics.fmean(values):.2f}  p95 {q[-1]:.2f}  max {max(values):.2f}")
+    return (
+        f"min {min(values):.2f}  p5 {q[0]:.2f}  median {statistics.median(values):.2f}  "
+        f"mean {statistics.fmean(values):.2f}  p95 {q[-1]:.2f}  max {max(values):.2f}"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

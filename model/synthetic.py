@@ -17,8 +17,9 @@ from model.config import VOC_CLASSES
 from model.draw import class_colour
 
 
-def _annotation_xml(image_id: str, width: int, height: int,
-                    objects: Sequence[tuple[str, tuple[int, int, int, int], bool]]) -> ET.ElementTree:
+def _annotation_xml(
+    image_id: str, width: int, height: int, objects: Sequence[tuple[str, tuple[int, int, int, int], bool]]
+) -> ET.ElementTree:
     root = ET.Element("annotation")
     ET.SubElement(root, "filename").text = f"{image_id}.jpg"
     size = ET.SubElement(root, "size")
@@ -37,7 +38,7 @@ def _annotation_xml(image_id: str, width: int, height: int,
 
 def make_synthetic_voc(
     root: str | Path,
-    splits: Mapping[str, int] = {"train": 8, "val": 4},  # noqa: B006 - read-only default
+    splits: Mapping[str, int] = {"train": 8, "val": 4},
     year: str = "VOC2007",
     sizes: Sequence[tuple[int, int]] = ((96, 128), (128, 96), (80, 80)),
     max_objects: int = 3,
@@ -75,10 +76,14 @@ def make_synthetic_voc(
                 w = rng.randint(max(8, width // 6), max(9, width // 2))
                 h = rng.randint(max(8, height // 6), max(9, height // 2))
                 x1, y1 = rng.randint(0, width - w), rng.randint(0, height - h)
-                draw.rectangle((x1, y1, x1 + w - 1, y1 + h - 1), fill=class_colour(VOC_CLASSES.index(classes[class_id])))
+                draw.rectangle(
+                    (x1, y1, x1 + w - 1, y1 + h - 1), fill=class_colour(VOC_CLASSES.index(classes[class_id]))
+                )
                 objects.append((classes[class_id], (x1, y1, x1 + w, y1 + h), rng.random() < difficult_rate))
             image.save(year_dir / "JPEGImages" / f"{image_id}.jpg", quality=95)
-            _annotation_xml(image_id, width, height, objects).write(year_dir / "Annotations" / f"{image_id}.xml")
+            _annotation_xml(image_id, width, height, objects).write(
+                year_dir / "Annotations" / f"{image_id}.xml"
+            )
             ids.append(image_id)
         (year_dir / "ImageSets" / "Main" / f"{split}.txt").write_text("\n".join(ids) + "\n")
     return Path(root)

@@ -48,8 +48,11 @@ class NonFiniteLossError(RuntimeError):
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m model.train", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m model.train",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--data", action="append", required=True, help="VOCdevkit folder; repeat for several")
     p.add_argument("--train-split", default="train")
     p.add_argument("--val-split", default="val")
@@ -110,7 +113,8 @@ def seed_everything(seed: int) -> None:
 def hardware_description(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)} (torch {torch.__version__})"
-    return f"CPU {platform.processor() or platform.machine()}, {os.cpu_count()} cores (torch {torch.__version__})"
+    cpu = platform.processor() or platform.machine()
+    return f"CPU {cpu}, {os.cpu_count()} cores (torch {torch.__version__})"
 
 
 def lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
@@ -123,7 +127,8 @@ def lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
 
 def make_optimizer(network: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
     """AdamW; no weight decay on norms and biases."""
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for param in network.parameters():
         if param.requires_grad:
             (decay if param.ndim > 1 else no_decay).append(param)
@@ -133,14 +138,22 @@ def make_optimizer(network: nn.Module, lr: float, weight_decay: float) -> torch.
     )
 
 
-def compute_loss(network: nn.Module, images: Tensor, targets: list[dict[str, Tensor]],
-                 config: DetectorConfig, autocast: Any) -> dict[str, Tensor]:
+def compute_loss(
+    network: nn.Module,
+    images: Tensor,
+    targets: list[dict[str, Tensor]],
+    config: DetectorConfig,
+    autocast: Any,
+) -> dict[str, Tensor]:
     with autocast:
         raw = network(images)  # (B, 5 + C, S/32, S/32)
     output = split_grid(raw, config.stride)
     grid = assign_targets(
-        [t["boxes"] for t in targets], [t["labels"] for t in targets],
-        raw.shape[2], raw.shape[3], config.stride,
+        [t["boxes"] for t in targets],
+        [t["labels"] for t in targets],
+        raw.shape[2],
+        raw.shape[3],
+        config.stride,
     )
     return detection_loss(output, grid)
 
@@ -155,19 +168,26 @@ def bare_network(network: nn.Module) -> GridDetector:
     return inner
 
 
-def run_validation(network: GridDetector, val_set: VOCDetection, device: torch.device,
-                   args: argparse.Namespace, limit: int | None) -> EvaluationReport:
+def run_validation(
+    network: GridDetector,
+    val_set: VOCDetection,
+    device: torch.device,
+    args: argparse.Namespace,
+    limit: int | None,
+) -> EvaluationReport:
     # float32 so that validating never changes the training network's dtype.
     predictor = Predictor(network, device, dtype=torch.float32)
     try:
-        return evaluate_predictor(predictor, val_set, batch_size=args.batch_size,
-                                  workers=args.workers, progress=False, limit=limit)
+        return evaluate_predictor(
+            predictor, val_set, batch_size=args.batch_size, workers=args.workers, progress=False, limit=limit
+        )
     finally:
         network.train()
 
 
-def log_val_images(writer: Any, network: GridDetector, val_set: VOCDetection, device: torch.device,
-                   count: int, step: int) -> None:
+def log_val_images(
+    writer: Any, network: GridDetector, val_set: VOCDetection, device: torch.device, count: int, step: int
+) -> None:
     predictor = Predictor(network, device, dtype=torch.float32)
     try:
         for k in range(min(count, len(val_set))):
@@ -178,8 +198,15 @@ def log_val_images(writer: Any, network: GridDetector, val_set: VOCDetection, de
         network.train()
 
 
-def find_lr(args: argparse.Namespace, network: nn.Module, loader: DataLoader, config: DetectorConfig,
-            device: torch.device, autocast: Any, out: Path) -> float:
+def find_lr(
+    args: argparse.Namespace,
+    network: nn.Module,
+    loader: DataLoader,
+    config: DetectorConfig,
+    device: torch.device,
+    autocast: Any,
+    out: Path,
+) -> float:
     """LR range test: raise the LR exponentially each step, record the smoothed loss, plot it.
 
     The suggestion is the LR where the smoothed loss falls fastest, the usual reading of the plot.
@@ -204,7 +231,9 @@ def find_lr(args: argparse.Namespace, network: nn.Module, loader: DataLoader, co
         except StopIteration:
             batches = iter(loader)
             images, targets = next(batches)
-        loss = compute_loss(network, images.to(device), move_targets(targets, device), config, autocast)["total"]
+        loss = compute_loss(network, images.to(device), move_targets(targets, device), config, autocast)[
+            "total"
+        ]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -218,8 +247,10 @@ def find_lr(args: argparse.Namespace, network: nn.Module, loader: DataLoader, co
             break
     # Steepest descent of the smoothed loss against log(lr), ignoring the last tenth (divergence).
     usable = max(3, int(len(losses) * 0.9))
-    slopes = [(losses[k + 1] - losses[k - 1]) / (math.log(lrs[k + 1]) - math.log(lrs[k - 1]))
-              for k in range(1, min(usable, len(losses) - 1))]
+    slopes = [
+        (losses[k + 1] - losses[k - 1]) / (math.log(lrs[k + 1]) - math.log(lrs[k - 1]))
+        for k in range(1, min(usable, len(losses) - 1))
+    ]
     suggestion = lrs[1 + min(range(len(slopes)), key=slopes.__getitem__)] if slopes else lrs[0]
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(lrs, losses)
@@ -235,8 +266,13 @@ def find_lr(args: argparse.Namespace, network: nn.Module, loader: DataLoader, co
     return suggestion
 
 
-def export(checkpoint_path: Path, export_dir: Path, val_set: VOCDetection | None, device: torch.device,
-           args: argparse.Namespace) -> dict[str, Any]:
+def export(
+    checkpoint_path: Path,
+    export_dir: Path,
+    val_set: VOCDetection | None,
+    device: torch.device,
+    args: argparse.Namespace,
+) -> dict[str, Any]:
     """Write the checkpoint's weights (fp16) with a card, then evaluate the exported files.
 
     The card's mAP is measured on the exported weights through the serving predictor, so
@@ -255,8 +291,9 @@ def export(checkpoint_path: Path, export_dir: Path, val_set: VOCDetection | None
     if val_set is not None:
         loaded = load_weights(export_dir, expected_classes=config.classes)
         predictor = Predictor(loaded.network, device)
-        report = evaluate_predictor(predictor, val_set, batch_size=args.batch_size, workers=args.workers,
-                                    progress=False)
+        report = evaluate_predictor(
+            predictor, val_set, batch_size=args.batch_size, workers=args.workers, progress=False
+        )
         card["val"] = {
             "split": args.val_split,
             "images": report.images,
@@ -284,17 +321,29 @@ def train(args: argparse.Namespace) -> int:
     else:
         config = DetectorConfig(input_size=args.input_size, head_hidden_channels=args.head_hidden_channels)
 
-    train_set = VOCDetection(args.data, args.train_split, TrainTransform(config.input_size, not args.no_augment),
-                             classes=config.classes)
-    train_data: torch.utils.data.Dataset = train_set
+    train_set = VOCDetection(
+        args.data,
+        args.train_split,
+        TrainTransform(config.input_size, not args.no_augment),
+        classes=config.classes,
+    )
+    train_data: VOCDetection | Subset[Any] = train_set
     if args.limit_train:
         train_data = Subset(train_set, range(min(args.limit_train, len(train_set))))
     val_set = VOCDetection(args.data, args.val_split, classes=config.classes) if args.val_split else None
-    sampler = DistributedSampler(train_data, seed=args.seed) if dist_info.world_size > 1 else None
+    sampler: DistributedSampler[Any] | None = (
+        DistributedSampler(train_data, seed=args.seed) if dist_info.world_size > 1 else None
+    )
     loader = DataLoader(
-        train_data, batch_size=args.batch_size, shuffle=sampler is None, sampler=sampler,
-        num_workers=args.workers, collate_fn=collate_train, drop_last=len(train_data) > args.batch_size,
-        pin_memory=device.type == "cuda", persistent_workers=args.workers > 0,
+        train_data,
+        batch_size=args.batch_size,
+        shuffle=sampler is None,
+        sampler=sampler,
+        num_workers=args.workers,
+        collate_fn=collate_train,
+        drop_last=len(train_data) > args.batch_size,
+        pin_memory=device.type == "cuda",
+        persistent_workers=args.workers > 0,
     )
 
     network: nn.Module = build_network(config, args.backbone_weights).to(device)
@@ -343,8 +392,9 @@ def train(args: argparse.Namespace) -> int:
             sampler.set_epoch(epoch)
         epoch_start = time.perf_counter()
         epoch_images = 0
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{args.epochs}", disable=not dist_info.is_main,
-                   dynamic_ncols=True)
+        bar = tqdm(
+            loader, desc=f"epoch {epoch + 1}/{args.epochs}", disable=not dist_info.is_main, dynamic_ncols=True
+        )
         for images, targets in bar:
             images = images.to(device, non_blocking=True)
             if device.type == "cuda":
@@ -366,7 +416,9 @@ def train(args: argparse.Namespace) -> int:
                 for name, value in terms.items():
                     writer.add_scalar(f"loss/{name}", float(value), step)
                 writer.add_scalar("lr", scheduler.get_last_lr()[0], step)
-            bar.set_postfix(loss=f"{float(terms['total'].detach()):.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+            bar.set_postfix(
+                loss=f"{float(terms['total'].detach()):.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}"
+            )
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         epoch_seconds = time.perf_counter() - epoch_start
@@ -384,8 +436,10 @@ def train(args: argparse.Namespace) -> int:
             val_map = report.result.map50
             writer.add_scalar("val/map50", val_map, epoch + 1)
             log_val_images(writer, inner, val_set, device, args.log_images, epoch + 1)
-            tqdm.write(f"epoch {epoch + 1}: val mAP@0.5 {val_map:.4f} ({report.images} images), "
-                       f"{epoch_images / epoch_seconds:.1f} train images/s")
+            tqdm.write(
+                f"epoch {epoch + 1}: val mAP@0.5 {val_map:.4f} ({report.images} images), "
+                f"{epoch_images / epoch_seconds:.1f} train images/s"
+            )
         card = {
             "data": [str(d) for d in args.data],
             "train_split": args.train_split,
@@ -426,7 +480,13 @@ def train(args: argparse.Namespace) -> int:
         dist.destroy_process_group()
     if args.export and dist_info.is_main:
         best = out / "best.pt" if (out / "best.pt").exists() else out / "last.pt"
-        export(best, Path(args.export), val_set, device if dist_info.world_size == 1 else resolve_device("auto"), args)
+        export(
+            best,
+            Path(args.export),
+            val_set,
+            device if dist_info.world_size == 1 else resolve_device("auto"),
+            args,
+        )
     return 0
 
 

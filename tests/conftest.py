@@ -34,12 +34,15 @@ def tiny_network(tiny_config: DetectorConfig) -> GridDetector:
 
 
 def make_weights(folder: Path, input_size: int = TINY_SIZE, objectness_bias: float | None = None) -> Path:
-    """A random-init weights folder; ``objectness_bias`` raises scores so detections appear."""
+    """A random-init weights folder; ``objectness_bias`` raises scores so detections appear
+    (mostly ``person``, then ``dog``: their class logits are raised too)."""
     torch.manual_seed(0)
     network = build_network(DetectorConfig(input_size=input_size))
     if objectness_bias is not None:
         with torch.no_grad():
             network.head[-1].bias[4] = objectness_bias
+            network.head[-1].bias[5 + 14] = 4.0
+            network.head[-1].bias[5 + 11] = 3.0
     return save_weights(folder, network, {"note": "random weights made by the tests"})
 
 
@@ -56,7 +59,9 @@ def voc_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
 
 
-def image_bytes(width: int = 120, height: int = 80, fmt: str = "JPEG", mode: str = "RGB", **save: object) -> bytes:
+def image_bytes(
+    width: int = 120, height: int = 80, fmt: str = "JPEG", mode: str = "RGB", **save: object
+) -> bytes:
     """A real encoded image: a gradient with a bright rectangle, in the given format and mode."""
     base = Image.linear_gradient("L").resize((width, height)).convert("RGB")
     base.paste((250, 40, 40), (width // 4, height // 4, width // 2, height // 2))

@@ -57,8 +57,13 @@ def test_smaller_box_wins_a_shared_cell():
 
 
 def test_assign_handles_images_without_objects():
-    targets = assign_targets([torch.zeros(0, 4), random_boxes(3, 64)], [torch.zeros(0, dtype=torch.long),
-                             torch.tensor([0, 1, 2])], 2, 2, 32)
+    targets = assign_targets(
+        [torch.zeros(0, 4), random_boxes(3, 64)],
+        [torch.zeros(0, dtype=torch.long), torch.tensor([0, 1, 2])],
+        2,
+        2,
+        32,
+    )
     assert not targets.positive[0].any()
     assert targets.positive[1].sum() >= 1
     assert torch.isfinite(targets.deltas).all()

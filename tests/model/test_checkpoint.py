@@ -27,8 +27,18 @@ def test_round_trip_gives_the_same_outputs(tmp_path: Path):
 def test_card_carries_the_design_fields(tmp_path: Path):
     make_weights(tmp_path)
     meta = json.loads((tmp_path / "model.json").read_text())
-    for key in ("name", "architecture", "classes", "input_size", "normalization", "decode", "thresholds",
-                "sha256", "card", "dtype"):
+    for key in (
+        "name",
+        "architecture",
+        "classes",
+        "input_size",
+        "normalization",
+        "decode",
+        "thresholds",
+        "sha256",
+        "card",
+        "dtype",
+    ):
         assert key in meta
     assert meta["dtype"] == "float16"
 

@@ -34,8 +34,10 @@ def test_voc_corners_become_zero_based_edges(tmp_path: Path):
 
 def test_unknown_class_names_the_file(tmp_path: Path):
     xml = tmp_path / "b.xml"
-    xml.write_text("<annotation><object><name>unicorn</name><bndbox><xmin>1</xmin><ymin>1</ymin>"
-                   "<xmax>2</xmax><ymax>2</ymax></bndbox></object></annotation>")
+    xml.write_text(
+        "<annotation><object><name>unicorn</name><bndbox><xmin>1</xmin><ymin>1</ymin>"
+        "<xmax>2</xmax><ymax>2</ymax></bndbox></object></annotation>"
+    )
     with pytest.raises(ValueError, match=r"b\.xml.*unicorn"):
         parse_annotation(xml)
 
@@ -66,7 +68,11 @@ def test_train_transform_keeps_boxes_on_their_objects(voc_root: Path):
     pad_x = (64 - round(annotation.width * scale)) // 2
     pad_y = (64 - round(annotation.height * scale)) // 2
     expected = annotation.boxes_xyxy * torch.tensor(
-        [round(annotation.width * scale) / annotation.width, round(annotation.height * scale) / annotation.height] * 2
+        [
+            round(annotation.width * scale) / annotation.width,
+            round(annotation.height * scale) / annotation.height,
+        ]
+        * 2
     ) + torch.tensor([pad_x, pad_y, pad_x, pad_y])
     torch.testing.assert_close(target["boxes"], expected, atol=1e-3, rtol=0)
 

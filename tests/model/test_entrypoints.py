@@ -15,8 +15,23 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def train_args(voc_root: Path, out: Path, *extra: str) -> list[str]:
-    return ["--data", str(voc_root), "--out", str(out), "--input-size", "64", "--batch-size", "8",
-            "--workers", "0", "--lr", "1e-3", "--log-images", "1", *extra]
+    return [
+        "--data",
+        str(voc_root),
+        "--out",
+        str(out),
+        "--input-size",
+        "64",
+        "--batch-size",
+        "8",
+        "--workers",
+        "0",
+        "--lr",
+        "1e-3",
+        "--log-images",
+        "1",
+        *extra,
+    ]
 
 
 def test_train_export_and_evaluate_agree(voc_root: Path, tmp_path: Path, capsys):
@@ -26,10 +41,27 @@ def test_train_export_and_evaluate_agree(voc_root: Path, tmp_path: Path, capsys)
     assert any((out / "tensorboard").iterdir())
     card = json.loads((weights / "model.json").read_text())["card"]
     assert card["epochs"] == card["checkpoint_epoch"] + 1 and card["val"]["images"] == 8
-    assert set(card["val"]["ap50_per_class"]) == set(json.loads((weights / "model.json").read_text())["classes"])
+    assert set(card["val"]["ap50_per_class"]) == set(
+        json.loads((weights / "model.json").read_text())["classes"]
+    )
     capsys.readouterr()
-    assert evaluate.main(["--weights", str(weights), "--data", str(voc_root), "--split", "val",
-                          "--device", "cpu", "--workers", "0"]) == 0
+    assert (
+        evaluate.main(
+            [
+                "--weights",
+                str(weights),
+                "--data",
+                str(voc_root),
+                "--split",
+                "val",
+                "--device",
+                "cpu",
+                "--workers",
+                "0",
+            ]
+        )
+        == 0
+    )
     lines = capsys.readouterr().out.strip().splitlines()
     assert "mAP@0.5" in "\n".join(lines[:-1])
     report = json.loads(lines[-1])
@@ -42,7 +74,9 @@ def test_resume_continues_from_the_saved_epoch(voc_root: Path, tmp_path: Path):
     train.main(train_args(voc_root, out, "--epochs", "1", "--limit-train", "8"))
     first = torch.load(out / "last.pt", weights_only=True)
     assert first["epoch"] == 0
-    train.main(train_args(voc_root, out, "--epochs", "2", "--limit-train", "8", "--resume", str(out / "last.pt")))
+    train.main(
+        train_args(voc_root, out, "--epochs", "2", "--limit-train", "8", "--resume", str(out / "last.pt"))
+    )
     second = torch.load(out / "last.pt", weights_only=True)
     assert second["epoch"] == 1
     assert second["card"]["images_seen"] == 2 * first["card"]["images_seen"]
@@ -67,8 +101,17 @@ def test_stats_prints_a_table_and_a_plot(voc_root: Path, tmp_path: Path, capsys)
 @pytest.mark.slow
 def test_ddp_with_two_cpu_processes(voc_root: Path, tmp_path: Path):
     out = tmp_path / "ddp"
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-               "-m", "model.train", *train_args(voc_root, out, "--epochs", "1", "--device", "cpu", "--batch-size", "4")]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "model.train",
+        *train_args(voc_root, out, "--epochs", "1", "--device", "cpu", "--batch-size", "4"),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -17,8 +17,11 @@ def gt(boxes, labels, difficult=None):
 
 
 def det(boxes, scores, labels):
-    return ImageDetections(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
-                           torch.tensor(scores), torch.tensor(labels, dtype=torch.long))
+    return ImageDetections(
+        torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+        torch.tensor(scores),
+        torch.tensor(labels, dtype=torch.long),
+    )
 
 
 A = [0, 0, 10, 10]

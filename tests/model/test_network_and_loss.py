@@ -51,7 +51,9 @@ def test_loss_has_named_finite_terms_with_and_without_objects(tiny_network):
     assert all(torch.isfinite(v) for v in empty.values())
     assert empty["box"] == 0 and empty["objectness"] > 0
     empty["total"].backward()  # the graph stays connected with no positives
-    full = loss_for(tiny_network, images, [torch.tensor([[5.0, 5.0, 40.0, 30.0]])] * 2, [torch.tensor([3])] * 2)
+    full = loss_for(
+        tiny_network, images, [torch.tensor([[5.0, 5.0, 40.0, 30.0]])] * 2, [torch.tensor([3])] * 2
+    )
     assert all(torch.isfinite(v) and v > 0 for v in full.values())
 
 
@@ -59,8 +61,12 @@ def test_one_batch_overfits():
     torch.manual_seed(0)
     network = build_network(DetectorConfig(input_size=64)).train()
     images = torch.randn(4, 3, 64, 64)
-    boxes = [torch.tensor([[4.0, 6.0, 30.0, 28.0]]), torch.tensor([[34.0, 30.0, 60.0, 62.0]]),
-             torch.tensor([[10.0, 10.0, 54.0, 50.0]]), torch.zeros(0, 4)]
+    boxes = [
+        torch.tensor([[4.0, 6.0, 30.0, 28.0]]),
+        torch.tensor([[34.0, 30.0, 60.0, 62.0]]),
+        torch.tensor([[10.0, 10.0, 54.0, 50.0]]),
+        torch.zeros(0, 4),
+    ]
     labels = [torch.tensor([1]), torch.tensor([5]), torch.tensor([14]), torch.zeros(0, dtype=torch.long)]
     optimizer = torch.optim.Adam(network.parameters(), lr=1e-3)
     first = None
@@ -70,6 +76,6 @@ def test_one_batch_overfits():
         terms["total"].backward()
         optimizer.step()
         first = first if first is not None else {k: float(v.detach()) for k, v in terms.items()}
-    last = {k: float(v) for k, v in loss_for(network, images, boxes, labels).items()}
+    last = {k: float(v.detach()) for k, v in loss_for(network, images, boxes, labels).items()}
     assert last["total"] < 0.3 * first["total"]
     assert last["class"] < first["class"] and last["giou"] < first["giou"]

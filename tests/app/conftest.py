@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.main import create_app
+from app.settings import Settings
+
+
+def wait_ready(client: TestClient, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        response = client.get("/readyz")
+        if response.status_code == 200 or response.json()["status"] == "failed":
+            return
+        time.sleep(0.02)
+    raise TimeoutError("service did not become ready")
+
+
+def make_client(weights: Path, **overrides: object) -> TestClient:
+    settings = Settings(weights=weights, device="cpu", **overrides)  # type: ignore[arg-type]
+    return TestClient(create_app(settings), raise_server_exceptions=False)
+
+
+@pytest.fixture
+def client(weights_dir: Path) -> Iterator[TestClient]:
+    with make_client(weights_dir) as test_client:
+        wait_ready(test_client)
+        yield test_client

@@ -1,0 +1,153 @@
+"""Image decoding: formats, modes, EXIF orientation, limits, and what is refused."""
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from app.decoding import DecodeError, decode_image_bytes, sniff_format
+from tests.conftest import image_bytes
+
+LIMIT = 40_000_000
+
+
+def encode(image: Image.Image, fmt: str, **save) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **save)
+    return buffer.getvalue()
+
+
+def asymmetric_image(width=6, height=4) -> Image.Image:
+    """Every pixel distinct, so any rotation or flip is visible."""
+    values = np.arange(width * height * 3, dtype=np.uint8).reshape(height, width, 3) * 3
+    return Image.fromarray(values, "RGB")
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_is_applied(orientation):
+    original = asymmetric_image(30, 20)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = encode(original, "PNG", exif=exif)  # PNG: lossless, so pixels compare exactly
+    decoded = decode_image_bytes(data, LIMIT)
+    expected = {
+        1: original,
+        2: original.transpose(Image.Transpose.FLIP_LEFT_RIGHT),
+        3: original.transpose(Image.Transpose.ROTATE_180),
+        4: original.transpose(Image.Transpose.FLIP_TOP_BOTTOM),
+        5: original.transpose(Image.Transpose.TRANSPOSE),
+        6: original.transpose(Image.Transpose.ROTATE_270),
+        7: original.transpose(Image.Transpose.TRANSVERSE),
+        8: original.transpose(Image.Transpose.ROTATE_90),
+    }[orientation]
+    assert (decoded.width, decoded.height) == expected.size
+    assert torch.equal(decoded.pixels, torch.from_numpy(np.array(expected)).permute(2, 0, 1))
+
+
+@pytest.mark.parametrize("orientation", [1, 6, 8])
+def test_exif_orientation_in_jpeg_swaps_the_size(orientation):
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    decoded = decode_image_bytes(encode(asymmetric_image(40, 20), "JPEG", exif=exif), LIMIT)
+    assert (decoded.width, decoded.height) == ((40, 20) if orientation == 1 else (20, 40))
+
+
+@pytest.mark.parametrize(
+    ("mode", "fmt"),
+    [
+        ("RGB", "JPEG"),
+        ("L", "JPEG"),
+        ("CMYK", "JPEG"),
+        ("RGB", "PNG"),
+        ("RGBA", "PNG"),
+        ("L", "PNG"),
+        ("LA", "PNG"),
+        ("P", "PNG"),
+        ("1", "PNG"),
+        ("I;16", "PNG"),
+        ("RGB", "WEBP"),
+        ("RGBA", "WEBP"),
+        ("RGB", "BMP"),
+        ("P", "BMP"),
+    ],
+)
+def test_every_mode_becomes_rgb(mode, fmt):
+    data = image_bytes(50, 30, fmt, mode)
+    decoded = decode_image_bytes(data, LIMIT)
+    assert decoded.pixels.shape == (3, 30, 50) and decoded.pixels.dtype == torch.uint8
+    assert decoded.format == fmt.lower()
+
+
+def test_sixteen_bit_values_are_scaled_not_clipped():
+    array = np.full((8, 8), 32768, dtype=np.uint16)
+    decoded = decode_image_bytes(encode(Image.fromarray(array), "PNG"), LIMIT)
+    assert int(decoded.pixels[0, 0, 0]) in (127, 128)
+
+
+def test_transparency_is_composited_on_white():
+    image = Image.new("RGBA", (4, 4), (255, 0, 0, 0))
+    decoded = decode_image_bytes(encode(image, "PNG"), LIMIT)
+    assert decoded.pixels[:, 0, 0].tolist() == [255, 255, 255]
+    palette = Image.new("P", (4, 4), 0)
+    palette.putpalette([0, 0, 0, 9, 9, 9])
+    decoded = decode_image_bytes(encode(palette, "PNG", transparency=0), LIMIT)
+    assert decoded.pixels[:, 0, 0].tolist() == [255, 255, 255]
+
+
+def test_first_frame_of_an_animation():
+    frames = [Image.new("RGB", (10, 10), colour) for colour in ((250, 0, 0), (0, 250, 0))]
+    data = encode(frames[0], "WEBP", save_all=True, append_images=frames[1:], lossless=True)
+    decoded = decode_image_bytes(data, LIMIT)
+    assert decoded.pixels[:, 5, 5].tolist() == [250, 0, 0]
+
+
+def test_jpeg_path_matches_pillow():
+    data = image_bytes(97, 61, "JPEG")
+    decoded = decode_image_bytes(data, LIMIT)
+    reference = torch.from_numpy(np.array(Image.open(io.BytesIO(data)).convert("RGB"))).permute(2, 0, 1)
+    assert (decoded.pixels.int() - reference.int()).abs().max() <= 1
+
+
+@pytest.mark.parametrize(
+    ("data", "status", "fragment"),
+    [
+        (b"", 400, "empty"),
+        (b"\x00", 400, "not a recognisable image"),
+        (bytes(range(256)) * 4, 400, "not a recognisable image"),
+        (b"GIF89a" + b"\x00" * 20, 415, "gif"),
+        (b"%PDF-1.4 ...", 415, "pdf"),
+        (b"PK\x03\x04" + b"\x00" * 20, 415, "zip"),
+        (b"<svg xmlns='http://www.w3.org/2000/svg'></svg>", 415, "svg"),
+        (b"<!DOCTYPE html><html></html>", 415, "html"),
+    ],
+)
+def test_refusals(data, status, fragment):
+    with pytest.raises(DecodeError) as caught:
+        decode_image_bytes(data, LIMIT, "image part 0 ('x.jpg')")
+    assert caught.value.status == status
+    assert fragment in caught.value.detail and "x.jpg" in caught.value.detail
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP"])
+def test_truncated_images_are_400(fmt):
+    data = image_bytes(200, 150, fmt)
+    with pytest.raises(DecodeError) as caught:
+        decode_image_bytes(data[: len(data) // 2], LIMIT)
+    assert caught.value.status == 400
+
+
+def test_pixel_limit_is_checked_from_the_header():
+    data = image_bytes(300, 200, "PNG")
+    with pytest.raises(DecodeError) as caught:
+        decode_image_bytes(data, max_pixels=300 * 200 - 1)
+    assert caught.value.status == 413 and "60,000 pixels" in caught.value.detail
+    assert decode_image_bytes(data, max_pixels=300 * 200).width == 300
+
+
+def test_sniffing_ignores_names_and_declared_types():
+    assert sniff_format(image_bytes(fmt="PNG")) == "png"
+    assert sniff_format(image_bytes(fmt="BMP")) == "bmp"
+    assert sniff_format(image_bytes(fmt="WEBP")) == "webp"
+    assert sniff_format(image_bytes(fmt="JPEG")) == "jpeg"
