@@ -79,6 +79,14 @@ def sniff_format(data: bytes) -> str | None:
     return None
 
 
+def _reason(exc: BaseException) -> str:
+    """A decoder's message, kept only when it says something useful and reveals nothing internal."""
+    text = str(exc).strip()
+    if not text or any(mark in text for mark in ("/", "\\", "<", "object at", ".cpp", ".py")):
+        return ""
+    return f": {text[:160]}"
+
+
 def _to_rgb(image: Image.Image) -> Image.Image:
     """Any Pillow mode -> 8-bit RGB (16-bit scaled, alpha composited, CMYK/palette converted)."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
@@ -118,10 +126,13 @@ def decode_image_bytes(data: bytes, max_pixels: int, label: str = "image") -> De
             width, height = image.size
     except Image.DecompressionBombError as exc:
         raise DecodeError(
-            413, f"{label} claims too many pixels ({exc}); the limit is {max_pixels:,}"
+            413, f"{label} claims too many pixels{_reason(exc)}; the limit is {max_pixels:,}"
         ) from exc
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise DecodeError(400, f"{label} looks like {kind.upper()} but its header is corrupt: {exc}") from exc
+        raise DecodeError(
+            400,
+            f"{label} looks like {kind.upper()} but its header is corrupt{_reason(exc)}; send a valid image",
+        ) from exc
     if width < 1 or height < 1:
         raise DecodeError(400, f"{label} has no pixels ({width}x{height})")
     if width * height > max_pixels:
@@ -144,5 +155,7 @@ def decode_image_bytes(data: bytes, max_pixels: int, label: str = "image") -> De
             rgb = np.asarray(_to_rgb(oriented))
             pixels = torch.from_numpy(rgb.copy()).permute(2, 0, 1).contiguous()
     except (OSError, ValueError, SyntaxError, RuntimeError, EOFError, Image.DecompressionBombError) as exc:
-        raise DecodeError(400, f"{label} is a truncated or corrupt {kind.upper()} image ({exc})") from exc
+        raise DecodeError(
+            400, f"{label} is a truncated or corrupt {kind.upper()} image{_reason(exc)}; send the whole file"
+        ) from exc
     return DecodedImage(pixels=pixels, format=kind)

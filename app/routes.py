@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Annotated, Any
+from pathlib import Path
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from torchvision.io import encode_jpeg, encode_png
 
 from app.batching import BatchFailed, Overloaded
 from app.decoding import DecodedImage, DecodeError, decode_image_bytes
@@ -36,7 +38,10 @@ from app.schemas import (
 )
 from app.upload import ImagePart, UploadError, image_parts, read_body
 from model.config import DetectParams
+from model.draw import draw_detections
 from model.postprocess import Detections
+
+PAGE = Path(__file__).resolve().parent / "static" / "index.html"
 
 router = APIRouter()
 
@@ -111,7 +116,10 @@ def to_result(
 @router.post(
     "/detect",
     response_model=DetectResponse,
-    responses=ERRORS,
+    responses={
+        **ERRORS,
+        200: {"content": {"image/jpeg": {}, "image/png": {}}, "description": "JSON, or the drawn image"},
+    },
     dependencies=[Depends(require_api_key)],
     openapi_extra=IMAGE_BODY_DOC,
     summary="Detect VOC objects in one or more images",
@@ -126,7 +134,14 @@ async def detect(
     iou_threshold: Annotated[float | None, Query(ge=0.0, le=1.0)] = None,
     max_detections: Annotated[int | None, Query(ge=1, le=1000)] = None,
     classes: Annotated[str | None, Query(description="comma-separated class names to keep")] = None,
-) -> DetectResponse:
+    output_format: Annotated[
+        Literal["json", "image", "jpeg", "png"],
+        Query(
+            alias="format",
+            description="json (default), or the one image with its boxes drawn: image|jpeg -> JPEG, png -> PNG",
+        ),
+    ] = "json",
+) -> Any:
     """Multipart with one or more file parts named ``image``, or a raw image body (one image)."""
     start = time.perf_counter()
     class_names, class_ids = parse_classes(classes, service.classes)
@@ -144,6 +159,11 @@ async def detect(
         except UploadError as exc:
             raise HTTPException(exc.status, exc.detail) from exc
         del body
+        if output_format != "json" and len(parts) != 1:
+            raise HTTPException(
+                422,
+                f"format={output_format} returns one drawn image; send exactly one image, not {len(parts)}",
+            )
         decode_start = time.perf_counter()
         try:
             images = await asyncio.gather(
@@ -174,6 +194,14 @@ async def detect(
     for result in results:
         for detection in result.detections:
             metrics.detections.labels(detection.class_name).inc()
+    if output_format != "json":
+        drawn = await asyncio.to_thread(draw_detections, images[0].pixels, found[0], service.classes)
+        encoded = encode_png(drawn) if output_format == "png" else encode_jpeg(drawn, quality=90)
+        return Response(
+            encoded.numpy().tobytes(),
+            media_type="image/png" if output_format == "png" else "image/jpeg",
+            headers={"X-Detections": str(len(found[0]))},
+        )
     return DetectResponse(
         model=ModelRef(name=service.predictor.config.name, version=service.weights.version),
         params=Params(
@@ -189,6 +217,12 @@ async def detect(
             total=round((time.perf_counter() - start) * 1000, 2),
         ),
     )
+
+
+@router.get("/", response_class=HTMLResponse, include_in_schema=False)
+async def page() -> HTMLResponse:
+    """A small page to try the model in a browser; everything it loads comes from this service."""
+    return HTMLResponse(PAGE.read_text(encoding="utf-8"))
 
 
 @router.get("/healthz", response_model=Health, summary="Liveness: the process answers")

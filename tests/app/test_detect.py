@@ -137,3 +137,30 @@ def test_concurrent_requests_keep_their_own_parameters(client):
         for limit, body in pool.map(call, range(24)):
             assert body["params"]["max_detections"] == limit
             assert len(body["results"][0]["detections"]) == limit
+
+
+def test_format_image_returns_the_drawn_picture(client):
+    import io
+
+    from PIL import Image
+
+    data = image_bytes(120, 80)
+    for fmt, media, pil in (("image", "image/jpeg", "JPEG"), ("png", "image/png", "PNG")):
+        response = client.post(f"/detect?format={fmt}", files={"image": ("x.jpg", data)})
+        assert response.status_code == 200 and response.headers["content-type"] == media
+        assert int(response.headers["X-Detections"]) > 0
+        drawn = Image.open(io.BytesIO(response.content))
+        assert drawn.format == pil and drawn.size == (120, 80)
+    plain = client.post("/detect?format=png&score_threshold=1", files={"image": ("x.jpg", data)})
+    assert plain.headers["X-Detections"] == "0"
+    two = [("image", ("a.jpg", data)), ("image", ("b.jpg", data))]
+    assert client.post("/detect?format=image", files=two).status_code == 422
+    assert client.post("/detect?format=gif", files={"image": ("x.jpg", data)}).status_code == 422
+
+
+def test_page_and_openapi(client):
+    page = client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert 'id="file"' in page.text and "http" not in page.text.split("<script>")[1].replace("http-equiv", "")
+    schema = client.get("/openapi.json").json()
+    assert "/detect" in schema["paths"] and "DetectResponse" in schema["components"]["schemas"]

@@ -118,3 +118,25 @@ def test_ddp_with_two_cpu_processes(voc_root: Path, tmp_path: Path):
     state = torch.load(out / "last.pt", weights_only=True)
     assert state["card"]["processes"] == 2
     assert state["card"]["images_seen"] == 24  # each process saw half of the 24 train images
+
+
+def test_predict_draws_boxes_on_files(tmp_path: Path, capsys):
+    from PIL import Image
+
+    from model import predict
+    from tests.conftest import image_bytes, make_weights
+
+    weights = make_weights(tmp_path / "w", objectness_bias=6.0)
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(image_bytes(90, 60, "PNG"))
+    assert (
+        predict.main(
+            [str(photo), "--weights", str(weights), "--out", str(tmp_path / "out"), "--device", "cpu"]
+        )
+        == 0
+    )
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["detections"] and line["out"].endswith("photo.jpg")
+    drawn = Image.open(tmp_path / "out" / "photo.jpg")
+    assert drawn.size == (90, 60)
+    assert drawn.tobytes() != Image.open(photo).convert("RGB").tobytes()  # something was drawn

@@ -1,0 +1,92 @@
+"""The page at / in a real headless Chromium (Debian's), against a real uvicorn process."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import image_bytes, make_weights
+from tests.e2e.test_uvicorn import Server
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+
+pytestmark = pytest.mark.skipif(
+    not Path(CHROMIUM).exists(), reason="no Chromium installed (apt-get install chromium)"
+)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    # Weights that surely produce boxes, so the page has detections to show and to filter.
+    weights = make_weights(tmp_path_factory.mktemp("page-weights"), input_size=128, objectness_bias=6.0)
+    instance = Server(weights)
+    try:
+        instance.wait_ready()
+        yield instance
+    finally:
+        instance.stop()
+
+
+def test_page_uploads_draws_and_refilters(server: Server, tmp_path: Path):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    photo = tmp_path / "street.jpg"
+    photo.write_bytes(image_bytes(480, 320))
+    ARTIFACTS.mkdir(exist_ok=True)
+    errors: list[str] = []
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                "--disable-quic",
+            ],
+        )
+        page = browser.new_page(viewport={"width": 1100, "height": 900})
+        page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(f"{server.url}/")
+        page.wait_for_selector("#classes input")  # the class list came from /model
+        page.set_input_files("#file", str(photo))
+        page.wait_for_function("document.querySelectorAll('#detections tr').length > 0")
+        before = page.locator("#detections tr").count()
+        assert "decode" in page.inner_text("#timing")
+        page.screenshot(path=str(ARTIFACTS / "page.png"), full_page=True)
+
+        # Raise the score threshold with the keyboard: fewer detections come back.
+        page.focus("#score")
+        for _ in range(40):
+            page.keyboard.press("ArrowRight")
+        page.wait_for_function(f"document.querySelectorAll('#detections tr').length < {before}")
+        assert page.locator("#detections tr").count() < before
+
+        # Keep one class only: every row shows it.
+        page.fill("#score", "0")
+        page.dispatch_event("#score", "input")
+        page.check("#classes input[value='dog']")
+        page.wait_for_function(
+            "[...document.querySelectorAll('#detections tr td:nth-child(2)')].every(td => td.textContent === 'dog')"
+            " && document.querySelectorAll('#detections tr').length > 0"
+        )
+
+        # An API error shows as a readable message, not a crash.
+        bad = tmp_path / "broken.jpg"
+        bad.write_bytes(b"\xff\xd8\xff" + b"\x00" * 50)
+        page.set_input_files("#file", str(bad))
+        page.wait_for_function("document.getElementById('error').textContent.startsWith('400')")
+
+        page.set_viewport_size({"width": 390, "height": 844})  # phone width: no horizontal scroll
+        page.screenshot(path=str(ARTIFACTS / "page-phone.png"), full_page=True)
+        width = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+        assert width[0] <= width[1] + 1, width
+        browser.close()
+    # The one expected console error is the 400 of the broken upload.
+    assert all("status of 400" in e for e in errors), errors
