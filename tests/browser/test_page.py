@@ -73,7 +73,8 @@ def test_page_uploads_draws_and_refilters(server: Server, tmp_path: Path):
         page.dispatch_event("#score", "input")
         page.check("#classes input[value='dog']")
         page.wait_for_function(
-            "[...document.querySelectorAll('#detections tr td:nth-child(2)')].every(td => td.textContent === 'dog')"
+            "[...document.querySelectorAll('#detections tr td:nth-child(2)')]"
+            ".every(td => td.textContent === 'dog')"
             " && document.querySelectorAll('#detections tr').length > 0"
         )
 
