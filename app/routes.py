@@ -138,7 +138,7 @@ async def detect(
         Literal["json", "image", "jpeg", "png"],
         Query(
             alias="format",
-            description="json (default), or the one image with its boxes drawn: image|jpeg -> JPEG, png -> PNG",
+            description="json (default); image or jpeg: the drawn image as JPEG; png: as PNG",
         ),
     ] = "json",
 ) -> Any:
