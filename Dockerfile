@@ -1,5 +1,12 @@
 # The detector service. One image for GPU and CPU hosts: the CUDA build of torch uses the GPU
 # when the container is given one (see docker-compose.yml) and the CPU otherwise.
+# Only the runtime dependency list of pyproject.toml, so that editing anything else there (dev
+# tools, lint settings) leaves the torch layer below cached.
+FROM python:3.11-slim AS requirements
+COPY pyproject.toml /
+RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('/pyproject.toml','rb'))['project']['dependencies']))" \
+        > /requirements.txt
+
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -9,12 +16,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /srv
 
-# Dependencies first, from pyproject.toml alone, so a code change does not reinstall torch.
-COPY pyproject.toml ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml','rb'))['project']['dependencies']))" \
-        > requirements.txt \
-    && pip install -r requirements.txt \
-    && rm requirements.txt
+# Dependencies first, so a code change does not reinstall torch.
+COPY --from=requirements /requirements.txt ./
+RUN pip install -r requirements.txt && rm requirements.txt
 
 COPY model ./model
 COPY app ./app

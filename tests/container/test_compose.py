@@ -1,0 +1,110 @@
+"""The real container: build, `up` with the CPU compose file, healthy, detect, non-root, drain, `down`.
+
+The compose command comes from ``DETECTOR_COMPOSE`` (default ``docker compose -f
+docker-compose.cpu.yml``); ``.ci/run`` points it at the sandbox engine. Skips when no Docker
+engine answers.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import image_bytes
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = shlex.split(os.environ.get("DETECTOR_COMPOSE", "docker compose -f docker-compose.cpu.yml"))
+URL = os.environ.get("DETECTOR_CONTAINER_URL", "http://127.0.0.1:8000")
+
+
+def engine_reachable() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    return subprocess.run(["docker", "info"], capture_output=True, timeout=30).returncode == 0
+
+
+pytestmark = [
+    pytest.mark.container,
+    pytest.mark.skipif(not engine_reachable(), reason="no Docker engine reachable (see README: Container)"),
+]
+
+
+def compose(*args: str, timeout: float = 1800) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run([*COMPOSE, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, f"{' '.join(args)} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+    return done
+
+
+def inspect(container: str, template: str) -> str:
+    return subprocess.run(
+        ["docker", "inspect", "--format", template, container], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def container() -> Iterator[str]:
+    start = time.monotonic()
+    compose("build")
+    print(f"\nbuild: {time.monotonic() - start:.1f} s")
+    compose("up", "-d")
+    container_id = compose("ps", "-q", "detector").stdout.strip()
+    try:
+        up = time.monotonic()
+        deadline = up + 240
+        while inspect(container_id, "{{.State.Health.Status}}") != "healthy":
+            assert time.monotonic() < deadline, compose("logs").stdout[-3000:]
+            time.sleep(1)
+        print(f"up -> healthy: {time.monotonic() - up:.1f} s")
+        yield container_id
+    finally:
+        compose("down", "--timeout", "40")
+
+
+def test_container_is_healthy_serves_and_runs_as_non_root(container: str):
+    response = httpx.post(f"{URL}/detect", files={"image": ("c.jpg", image_bytes(500, 375))}, timeout=60)
+    assert response.status_code == 200, response.text
+    result = response.json()["results"][0]
+    assert (result["width"], result["height"]) == (500, 375)
+    assert httpx.get(f"{URL}/model", timeout=10).json()["device"] == "cpu"
+    uid = subprocess.run(
+        ["docker", "exec", container, "id", "-u"], capture_output=True, text=True, check=True
+    )
+    assert uid.stdout.strip() not in ("", "0")
+    assert inspect(container, "{{.HostConfig.ReadonlyRootfs}}") == "true"
+
+
+def test_sigterm_drains_the_request_in_flight(container: str):
+    data = image_bytes(400, 300)
+    result: dict[str, httpx.Response] = {}
+
+    def slow_body() -> Iterator[bytes]:
+        yield data[:500]
+        time.sleep(2.0)
+        yield data[500:]
+
+    def send() -> None:
+        result["response"] = httpx.post(
+            f"{URL}/detect", content=slow_body(), headers={"Content-Type": "image/jpeg"}, timeout=60
+        )
+
+    client = threading.Thread(target=send)
+    client.start()
+    time.sleep(0.7)
+    started = time.monotonic()
+    stop = subprocess.Popen(["docker", "stop", "-t", "30", container])  # SIGTERM, then wait
+    client.join(60)
+    assert stop.wait(60) == 0
+    print(f"SIGTERM -> exit: {time.monotonic() - started:.1f} s")
+    assert result["response"].status_code == 200, result["response"].text
+    assert inspect(container, "{{.State.ExitCode}}") == "0"
+    logs = subprocess.run(["docker", "logs", container], capture_output=True, text=True).stderr
+    assert "draining" in logs
