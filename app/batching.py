@@ -65,6 +65,12 @@ class DynamicBatcher:
     def queued(self) -> int:
         return len(self._queue)
 
+    def check_capacity(self, images: int = 1) -> None:
+        """Refuse at once (before any reading or decoding) when ``images`` more would not fit."""
+        if len(self._queue) + images > self.max_queue_images:
+            self.metrics.rejected.inc()
+            raise Overloaded(f"{len(self._queue)} images already queued (limit {self.max_queue_images})")
+
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="dynamic-batcher")
 
@@ -85,9 +91,7 @@ class DynamicBatcher:
 
     async def submit(self, images: list[Tensor], params: DetectParams) -> list[Detections]:
         """Detect on ``images`` (all with ``params``); raises :class:`Overloaded` or :class:`BatchFailed`."""
-        if len(self._queue) + len(images) > self.max_queue_images:
-            self.metrics.rejected.inc()
-            raise Overloaded(f"{len(self._queue)} images already queued (limit {self.max_queue_images})")
+        self.check_capacity(len(images))
         loop = asyncio.get_running_loop()
         items = [_Item(image, params, loop.create_future()) for image in images]
         self._queue.extend(items)

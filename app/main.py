@@ -71,9 +71,9 @@ async def load_service(app: FastAPI) -> None:
             settings.weights,
         )
     except (WeightsError, ValueError, OSError, RuntimeError) as exc:
-        reason = str(exc)
-        readiness.fail(reason)
-        log.error("model failed to load: %s", reason)
+        log.error("model failed to load: %s", exc)
+        # /readyz is public: name the file relative to the setting, not the host's path.
+        readiness.fail(str(exc).replace(str(settings.weights), "$DETECTOR_WEIGHTS"))
 
 
 def install_drain_handler(app: FastAPI) -> None:

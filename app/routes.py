@@ -94,6 +94,10 @@ def parse_classes(
     return names, frozenset(classes.index(name) for name in names)
 
 
+def overloaded(retry_after: int, reason: str) -> HTTPException:
+    return HTTPException(503, f"{reason}; retry after {retry_after} s", {"Retry-After": str(retry_after)})
+
+
 def to_result(
     part: ImagePart, image: DecodedImage, found: Detections, classes: tuple[str, ...]
 ) -> ImageResult:
@@ -154,8 +158,12 @@ async def detect(
     inflight.enter()
     try:
         try:
+            service.batcher.check_capacity()
             body = await read_body(request, settings.max_upload_bytes)
             parts = await image_parts(request, body, settings.max_images_per_request)
+            service.batcher.check_capacity(len(parts))
+        except Overloaded as exc:
+            raise overloaded(settings.retry_after_seconds, "overloaded") from exc
         except UploadError as exc:
             raise HTTPException(exc.status, exc.detail) from exc
         del body
@@ -179,13 +187,10 @@ async def detect(
         infer_start = time.perf_counter()
         try:
             found = await service.batcher.submit([image.pixels for image in images], params)
-        except (Overloaded, BatchFailed) as exc:
-            reason = "overloaded" if isinstance(exc, Overloaded) else "inference failed for this batch"
-            raise HTTPException(
-                503,
-                f"{reason}; retry after {settings.retry_after_seconds} s",
-                {"Retry-After": str(settings.retry_after_seconds)},
-            ) from exc
+        except Overloaded as exc:
+            raise overloaded(settings.retry_after_seconds, "overloaded") from exc
+        except BatchFailed as exc:
+            raise overloaded(settings.retry_after_seconds, "inference failed for this batch") from exc
         inference_ms = (time.perf_counter() - infer_start) * 1000
     finally:
         inflight.leave()

@@ -310,7 +310,7 @@ def export(
     return card
 
 
-def train(args: argparse.Namespace) -> int:
+def train(args: argparse.Namespace, argv: Sequence[str] = ()) -> int:
     dist_info, device = setup_distributed(args.device)
     seed_everything(args.seed + dist_info.rank)
     out = Path(args.out)
@@ -364,7 +364,7 @@ def train(args: argparse.Namespace) -> int:
         optimizer, lambda step: lr_factor(step, warmup_steps, total_steps)
     )
     start_epoch, best_map, train_seconds, images_seen = 0, -1.0, 0.0, 0
-    command = "python -m model.train " + shlex.join(sys.argv[1:] if sys.argv[0].endswith("train.py") else [])
+    command = "python -m model.train " + shlex.join(argv)
     if resume_state is not None:
         network.load_state_dict(resume_state["model"])
         optimizer.load_state_dict(resume_state["optimizer"])
@@ -373,7 +373,7 @@ def train(args: argparse.Namespace) -> int:
         best_map = float(resume_state["best_map"])
         train_seconds = float(resume_state["card"]["training_seconds"])
         images_seen = int(resume_state["card"]["images_seen"])
-        command = resume_state["card"]["command"]
+        command = f"{resume_state['card']['command']} ; resumed after epoch {start_epoch} with: {command}"
     if dist_info.world_size > 1:
         network = DistributedDataParallel(
             network, device_ids=[device.index] if device.type == "cuda" else None
@@ -491,7 +491,8 @@ def train(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return train(parse_args(argv))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    return train(parse_args(argv), argv)
 
 
 if __name__ == "__main__":

@@ -52,6 +52,7 @@ def check_failed(folder: Path, *fragments: str) -> None:
         assert body["status"] == "failed"
         for fragment in fragments:
             assert fragment in body["reason"]
+        assert str(folder) not in body["reason"] and "$DETECTOR_WEIGHTS/" in body["reason"]
         assert client.get("/healthz").status_code == 200
         detect = client.post("/detect", files={"image": ("a.jpg", image_bytes())})
         assert detect.status_code == 503 and "failed" in detect.json()["detail"]

@@ -29,12 +29,22 @@ URL = os.environ.get("DETECTOR_CONTAINER_URL", "http://127.0.0.1:8000")
 def engine_reachable() -> bool:
     if shutil.which("docker") is None:
         return False
-    return subprocess.run(["docker", "info"], capture_output=True, timeout=30).returncode == 0
+    if subprocess.run(["docker", "info"], capture_output=True, timeout=30).returncode != 0:
+        return False
+    try:
+        return (
+            subprocess.run([*COMPOSE, "version"], cwd=ROOT, capture_output=True, timeout=60).returncode == 0
+        )
+    except OSError:
+        return False
 
 
 pytestmark = [
     pytest.mark.container,
-    pytest.mark.skipif(not engine_reachable(), reason="no Docker engine reachable (see README: Container)"),
+    pytest.mark.skipif(
+        not engine_reachable(),
+        reason=f"no Docker engine or no {' '.join(COMPOSE[:2])} here (README: Container)",
+    ),
 ]
 
 

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -32,20 +33,23 @@ class Server:
     def __init__(self, weights: Path, **env: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        # A file, not a pipe: an unread pipe fills up and blocks the server's logging.
+        self.log = tempfile.TemporaryFile("w+")  # noqa: SIM115 - lives as long as the server
+        command = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "app.main:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+        ]
         self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "app.main:app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-            ],
+            command,
             cwd=ROOT,
             env={**os.environ, "DETECTOR_WEIGHTS": str(weights), "DETECTOR_DEVICE": "cpu", **env},
-            stdout=subprocess.PIPE,
+            stdout=self.log,
             stderr=subprocess.STDOUT,
             text=True,
         )
@@ -53,7 +57,7 @@ class Server:
     def wait_ready(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.process.stdout.read() if self.process.stdout else ""
+            assert self.process.poll() is None, self.output()
             try:
                 if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
                     return
@@ -62,11 +66,15 @@ class Server:
             time.sleep(0.1)
         raise TimeoutError("uvicorn did not become ready")
 
+    def output(self) -> str:
+        self.log.seek(0)
+        return self.log.read()
+
     def stop(self) -> str:
         if self.process.poll() is None:
             self.process.kill()
-        out, _ = self.process.communicate(timeout=30)
-        return out
+        self.process.wait(timeout=30)
+        return self.output()
 
 
 @pytest.fixture

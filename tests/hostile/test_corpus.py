@@ -1,0 +1,94 @@
+"""Every corpus case against a real uvicorn process: its designed status, a useful detail,
+the service still ready after each, memory bounded after all."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import make_weights
+from tests.e2e.test_uvicorn import Server
+from tests.hostile.corpus import build
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+def open_fds(pid: int) -> int:
+    return len(list(Path(f"/proc/{pid}/fd").iterdir()))
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    weights = make_weights(tmp_path_factory.mktemp("corpus-weights"), objectness_bias=6.0)
+    instance = Server(Path(weights))
+    try:
+        instance.wait_ready()
+        yield instance
+    finally:
+        instance.stop()
+
+
+def test_each_case_gets_its_designed_status_and_the_service_keeps_serving(server: Server):
+    cases = build()
+    assert len(cases) >= 30
+    pid = server.process.pid
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        for case in cases[:3]:  # warm the allocator before the baseline
+            client.post("/detect", **case.request_kwargs())
+        rss_before, fds_before = rss_kib(pid), open_fds(pid)
+        for _ in range(3):
+            for case in cases:
+                response = client.post("/detect", **case.request_kwargs())
+                assert response.status_code in case.statuses, (case.name, response.status_code, response.text)
+                body = response.json()
+                if response.status_code == 200:
+                    if case.size:
+                        assert (body["results"][0]["width"], body["results"][0]["height"]) == case.size, (
+                            case.name
+                        )
+                else:
+                    detail = body["detail"]
+                    assert isinstance(detail, str) and len(detail) > 15, case.name
+                    assert "Traceback" not in detail and "/work" not in detail and "object at" not in detail
+                assert client.get("/readyz").status_code == 200, case.name
+        rss_after, fds_after = rss_kib(pid), open_fds(pid)
+    print(
+        f"\ncorpus: {len(cases)} cases x3; RSS {rss_before} -> {rss_after} KiB; "
+        f"fds {fds_before} -> {fds_after}"
+    )
+    assert rss_after < rss_before * 1.25 + 50_000
+    assert fds_after <= fds_before + 5
+
+
+def test_oversized_body_sent_slowly_is_cut_off_early(server: Server):
+    limit = 20 * 1024 * 1024
+    sent = {"bytes": 0}
+
+    def slow() -> Iterator[bytes]:
+        chunk = b"\xff" * (1024 * 1024)
+        for _ in range(40):  # 40 MiB offered, one MiB at a time
+            sent["bytes"] += len(chunk)
+            yield chunk
+            time.sleep(0.02)
+
+    rss_before = rss_kib(server.process.pid)
+    try:
+        response = httpx.post(
+            f"{server.url}/detect", content=slow(), headers={"Content-Type": "image/jpeg"}, timeout=60
+        )
+        assert response.status_code == 413 and "limit" in response.json()["detail"]
+    except httpx.TransportError:
+        pass  # the server may close the connection as soon as it has answered 413
+    assert sent["bytes"] > limit  # the client did send past the limit
+    # The server stopped keeping bytes at the limit: it never held the 40 MiB offered.
+    assert rss_kib(server.process.pid) - rss_before < 36 * 1024
+    assert httpx.get(f"{server.url}/readyz").status_code == 200
