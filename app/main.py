@@ -45,7 +45,7 @@ async def load_service(app: FastAPI) -> None:
         if settings.torch_threads:
             torch.set_num_threads(settings.torch_threads)
         predictor, weights = await asyncio.to_thread(
-            Predictor.from_weights, settings.weights, settings.device
+            Predictor.from_weights, settings.weights, settings.device, None, settings.backend
         )
         predictor.defaults = DetectParams(
             settings.score_threshold, settings.iou_threshold, settings.max_detections

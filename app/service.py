@@ -27,9 +27,13 @@ class DetectorService:
         return str(self.predictor.dtype).removeprefix("torch.")
 
     def warm_up(self) -> None:
-        """One batch through the whole path, so the first request does not pay for lazy set-up."""
+        """Each batch size the batcher will form (powers of two up to its maximum) through the
+        whole path, twice, so that no request pays for lazy set-up or a JIT specialisation."""
         image = torch.zeros(3, 64, 96, dtype=torch.uint8)
-        self.predictor([image, image], self.predictor.defaults)
+        sizes = sorted({min(2**k, self.batcher.max_batch_size) for k in range(8)})
+        for size in sizes:
+            for _ in range(2):
+                self.predictor([image] * size, self.predictor.defaults)
 
 
 @dataclass

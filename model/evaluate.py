@@ -83,6 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data", action="append", required=True, help="VOCdevkit folder; repeat for several")
     parser.add_argument("--split", default="val")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--backend", default="auto", choices=["auto", "eager", "jit"])
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--score-threshold", type=float, default=EVAL_PARAMS.score_threshold)
@@ -90,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
     args = parser.parse_args(argv)
 
-    predictor, loaded = Predictor.from_weights(args.weights, device=args.device)
+    predictor, loaded = Predictor.from_weights(args.weights, device=args.device, backend=args.backend)
     dataset = VOCDetection(args.data, args.split, classes=loaded.config.classes)
     params = DetectParams(args.score_threshold, EVAL_PARAMS.iou_threshold, EVAL_PARAMS.max_detections)
     report = evaluate_predictor(

@@ -290,7 +290,7 @@ def export(
     save_weights(export_dir, network, card)
     if val_set is not None:
         loaded = load_weights(export_dir, expected_classes=config.classes)
-        predictor = Predictor(loaded.network, device)
+        predictor = Predictor(loaded.network, device, backend="auto")  # as the service runs it
         report = evaluate_predictor(
             predictor, val_set, batch_size=args.batch_size, workers=args.workers, progress=False
         )
