@@ -82,7 +82,11 @@ class Predictor:
 
     @classmethod
     def from_weights(
-        cls, folder: str | Path, device: str = "auto", dtype: torch.dtype | None = None, backend: Backend = "eager"
+        cls,
+        folder: str | Path,
+        device: str = "auto",
+        dtype: torch.dtype | None = None,
+        backend: Backend = "eager",
     ) -> tuple[Predictor, LoadedWeights]:
         loaded = load_weights(folder)
         predictor = cls(loaded.network, resolve_device(device), dtype, loaded.defaults, backend)

@@ -82,12 +82,31 @@ class Service:
     def __init__(self, weights: Path, device: str, port: int, extra_env: dict[str, str]) -> None:
         self.url = f"http://127.0.0.1:{port}"
         self.log = tempfile.TemporaryFile("w+")  # noqa: SIM115
-        env = {**os.environ, "DETECTOR_WEIGHTS": str(weights), "DETECTOR_DEVICE": device,
-               "DETECTOR_LOG_LEVEL": "warning", **extra_env}
+        env = {
+            **os.environ,
+            "DETECTOR_WEIGHTS": str(weights),
+            "DETECTOR_DEVICE": device,
+            "DETECTOR_LOG_LEVEL": "warning",
+            **extra_env,
+        }
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port),
-             "--log-level", "warning", "--no-access-log"],
-            cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "app.main:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+                "--no-access-log",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
@@ -110,7 +129,9 @@ class Service:
         self.process.wait(60)
 
 
-async def load(url: str, images: list[tuple[str, bytes]], concurrency: int, requests: int) -> dict[str, float]:
+async def load(
+    url: str, images: list[tuple[str, bytes]], concurrency: int, requests: int
+) -> dict[str, float]:
     latencies: list[float] = []
     failures = 0
     counter = iter(range(requests))
@@ -134,33 +155,50 @@ async def load(url: str, images: list[tuple[str, bytes]], concurrency: int, requ
     def pct(p: float) -> float:
         return latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000
 
-    return {"images_per_s": len(latencies) / elapsed, "p50": pct(0.50), "p95": pct(0.95), "p99": pct(0.99),
-            "failures": failures, "requests": len(latencies)}
+    return {
+        "images_per_s": len(latencies) / elapsed,
+        "p50": pct(0.50),
+        "p95": pct(0.95),
+        "p99": pct(0.99),
+        "failures": failures,
+        "requests": len(latencies),
+    }
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--weights", type=Path, default=ROOT / "weights")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "VOCdevkit")
     parser.add_argument("--samples", type=Path, default=ROOT.parent / "shared" / "samples")
     parser.add_argument("--images", type=int, default=200, help="VOC val JPEGs to cycle through")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 64])
-    parser.add_argument("--requests", type=int, default=0, help="per level (default: max(60, 4 x concurrency))")
+    parser.add_argument(
+        "--requests", type=int, default=0, help="per level (default: max(60, 4 x concurrency))"
+    )
     parser.add_argument("--soak", type=int, default=10_000, help="requests between the two RSS readings")
     parser.add_argument("--port", type=int, default=8765)
-    parser.add_argument("--env", nargs="*", default=[], help="extra DETECTOR_*=value settings for the service")
+    parser.add_argument(
+        "--env", nargs="*", default=[], help="extra DETECTOR_*=value settings for the service"
+    )
     args = parser.parse_args()
 
     device = resolve_device(args.device)
     images = real_jpegs(args.data, args.samples, args.images)
-    machine = (torch.cuda.get_device_name(device) if device.type == "cuda"
-               else f"CPU {platform.machine()}, {os.cpu_count()} cores")
+    machine = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"CPU {platform.machine()}, {os.cpu_count()} cores"
+    )
     print(f"machine: {machine}; torch {torch.__version__}; {len(images)} real JPEGs", flush=True)
 
     batch1_ms, bare_best, bare_batch = bare_network(args.weights, device)
-    print(f"(a) bare network: batch-1 {batch1_ms:.1f} ms; best {bare_best:.1f} images/s at batch {bare_batch}",
-          flush=True)
+    print(
+        f"(a) bare network: batch-1 {batch1_ms:.1f} ms; best {bare_best:.1f} images/s at batch {bare_batch}",
+        flush=True,
+    )
 
     extra = dict(item.split("=", 1) for item in args.env)
     service = Service(args.weights, str(device), args.port, extra)
@@ -181,17 +219,25 @@ def main() -> int:
     finally:
         service.stop()
 
-    print(f"\n| concurrency | images/s | p50 ms | p95 ms | p99 ms | non-200 | images/s ÷ bare best | "
-          f"p50 ÷ bare batch-1 |\n|---|---|---|---|---|---|---|---|")
+    print(
+        f"\n| concurrency | images/s | p50 ms | p95 ms | p99 ms | non-200 | images/s ÷ bare best | "
+        f"p50 ÷ bare batch-1 |\n|---|---|---|---|---|---|---|---|"
+    )
     for concurrency, r in rows:
-        print(f"| {concurrency} | {r['images_per_s']:.1f} | {r['p50']:.1f} | {r['p95']:.1f} | {r['p99']:.1f} | "
-              f"{int(r['failures'])} | {r['images_per_s'] / bare_best:.2f} | {r['p50'] / batch1_ms:.2f} |")
-    print(f"\nbare network ({'fp16 channels_last' if device.type == 'cuda' else 'fp32 eager'}, "
-          f"input {load_weights(args.weights).config.input_size}): batch-1 {batch1_ms:.1f} ms, "
-          f"best {bare_best:.1f} images/s (batch {bare_batch})")
+        print(
+            f"| {concurrency} | {r['images_per_s']:.1f} | {r['p50']:.1f} | {r['p95']:.1f} | {r['p99']:.1f} | "
+            f"{int(r['failures'])} | {r['images_per_s'] / bare_best:.2f} | {r['p50'] / batch1_ms:.2f} |"
+        )
+    print(
+        f"\nbare network ({'fp16 channels_last' if device.type == 'cuda' else 'fp32 eager'}, "
+        f"input {load_weights(args.weights).config.input_size}): batch-1 {batch1_ms:.1f} ms, "
+        f"best {bare_best:.1f} images/s (batch {bare_batch})"
+    )
     growth = (rss_soak / rss_warm - 1) * 100 if args.soak else float("nan")
-    print(f"service RSS: {rss_warm:.0f} MiB after warm-up, {rss_soak:.0f} MiB after {args.soak} more requests "
-          f"({growth:+.1f}%)")
+    print(
+        f"service RSS: {rss_warm:.0f} MiB after warm-up, {rss_soak:.0f} MiB after {args.soak} more requests "
+        f"({growth:+.1f}%)"
+    )
     print(f"machine: {machine}")
     return 0
 
