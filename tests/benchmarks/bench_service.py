@@ -220,8 +220,8 @@ def main() -> int:
         service.stop()
 
     print(
-        f"\n| concurrency | images/s | p50 ms | p95 ms | p99 ms | non-200 | images/s ÷ bare best | "
-        f"p50 ÷ bare batch-1 |\n|---|---|---|---|---|---|---|---|"
+        "\n| concurrency | images/s | p50 ms | p95 ms | p99 ms | non-200 | images/s ÷ bare best | "
+        "p50 ÷ bare batch-1 |\n|---|---|---|---|---|---|---|---|"
     )
     for concurrency, r in rows:
         print(
