@@ -18,13 +18,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from model.config import DetectorConfig  # noqa: E402
-from model.network import build_network  # noqa: E402
-from model.predictor import Predictor, resolve_device  # noqa: E402
+from model.config import DetectorConfig
+from model.network import build_network
+from model.predictor import Predictor, resolve_device
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--size", type=int, default=416)
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--device", default="auto")
@@ -37,7 +39,9 @@ def main() -> int:
     print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, input {args.size}")
     print("| batch | backend | ms / batch | ms / image |\n|---|---|---|---|")
     for batch_size in args.batch:
-        batch = torch.randn(batch_size, 3, args.size, args.size, device=device, dtype=predictors["eager"].dtype)
+        batch = torch.randn(
+            batch_size, 3, args.size, args.size, device=device, dtype=predictors["eager"].dtype
+        )
         for name, predictor in predictors.items():
             for _ in range(3):
                 predictor.forward(batch)
