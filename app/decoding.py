@@ -18,6 +18,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 from torchvision.io import ImageReadMode, decode_jpeg
 
+from app.errors import ClientError
+
 SUPPORTED = "JPEG, PNG, WebP or BMP"
 SUPPORTED_MEDIA_TYPES = ("image/jpeg", "image/png", "image/webp", "image/bmp")
 # Transparent pixels are composited onto white, as image viewers show them.
@@ -26,13 +28,8 @@ ALPHA_BACKGROUND = (255, 255, 255)
 _PIL_FORMATS = {"jpeg": "JPEG", "png": "PNG", "webp": "WEBP", "bmp": "BMP"}
 
 
-class DecodeError(Exception):
-    """A client error while decoding; ``status`` is the HTTP status the service answers."""
-
-    def __init__(self, status: int, detail: str) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.detail = detail
+class DecodeError(ClientError):
+    """An upload that cannot be decoded: 400 (corrupt), 413 (too many pixels), 415 (a type not decoded)."""
 
 
 @dataclass(frozen=True)

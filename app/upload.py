@@ -10,13 +10,11 @@ from starlette.requests import Request
 from starlette.types import Message
 
 from app.decoding import SUPPORTED, SUPPORTED_MEDIA_TYPES
+from app.errors import ClientError
 
 
-class UploadError(Exception):
-    def __init__(self, status: int, detail: str) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.detail = detail
+class UploadError(ClientError):
+    """A request body that is not an acceptable upload: 400, 413 or 415."""
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from model.checkpoint import save_weights
 from model.config import DetectorConfig
 from model.network import GridDetector, build_network
 from model.synthetic import make_synthetic_voc
+from tests.serving import Server
 
 TINY_SIZE = 64
 
@@ -69,3 +71,11 @@ def image_bytes(
     buffer = io.BytesIO()
     image.save(buffer, format=fmt, **save)
     return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def random_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A real uvicorn process with random weights that box everything (input 128)."""
+    weights = make_weights(tmp_path_factory.mktemp("served-weights"), input_size=128, objectness_bias=6.0)
+    with Server(weights) as server:
+        yield server

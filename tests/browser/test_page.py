@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import image_bytes, make_weights
-from tests.e2e.test_uvicorn import Server
+from tests.conftest import image_bytes
+from tests.serving import Server
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -20,15 +19,8 @@ pytestmark = pytest.mark.skipif(
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    # Weights that surely produce boxes, so the page has detections to show and to filter.
-    weights = make_weights(tmp_path_factory.mktemp("page-weights"), input_size=128, objectness_bias=6.0)
-    instance = Server(weights)
-    try:
-        instance.wait_ready()
-        yield instance
-    finally:
-        instance.stop()
+def server(random_server: Server) -> Server:
+    return random_server  # weights that surely produce boxes, so the page has some to show and filter
 
 
 def test_page_uploads_draws_and_refilters(server: Server, tmp_path: Path):

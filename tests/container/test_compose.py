@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from tests.conftest import image_bytes
+from tests.serving import slow_body
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = shlex.split(os.environ.get("DETECTOR_COMPOSE", "docker compose -f docker-compose.cpu.yml"))
@@ -96,14 +97,12 @@ def test_sigterm_drains_the_request_in_flight(container: str):
     data = image_bytes(400, 300)
     result: dict[str, httpx.Response] = {}
 
-    def slow_body() -> Iterator[bytes]:
-        yield data[:500]
-        time.sleep(2.0)
-        yield data[500:]
-
     def send() -> None:
         result["response"] = httpx.post(
-            f"{URL}/detect", content=slow_body(), headers={"Content-Type": "image/jpeg"}, timeout=60
+            f"{URL}/detect",
+            content=slow_body(data, 500, 2.0),
+            headers={"Content-Type": "image/jpeg"},
+            timeout=60,
         )
 
     client = threading.Thread(target=send)

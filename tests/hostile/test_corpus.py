@@ -10,9 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import make_weights
-from tests.e2e.test_uvicorn import Server
 from tests.hostile.corpus import build
+from tests.serving import Server
 
 
 def rss_kib(pid: int) -> int:
@@ -27,14 +26,8 @@ def open_fds(pid: int) -> int:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    weights = make_weights(tmp_path_factory.mktemp("corpus-weights"), objectness_bias=6.0)
-    instance = Server(Path(weights))
-    try:
-        instance.wait_ready()
-        yield instance
-    finally:
-        instance.stop()
+def server(random_server: Server) -> Server:
+    return random_server
 
 
 def test_each_case_gets_its_designed_status_and_the_service_keeps_serving(server: Server):

@@ -1,0 +1,93 @@
+"""A real uvicorn process on a free loopback port, for the end-to-end, hostile and page tests."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import TracebackType
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def slow_body(data: bytes, first: int, pause: float) -> Iterator[bytes]:
+    """The body in two pieces with a pause between, so the request is in flight meanwhile."""
+    yield data[:first]
+    time.sleep(pause)
+    yield data[first:]
+
+
+class Server:
+    """``with Server(weights) as server:`` starts uvicorn, waits for /readyz, and kills it after."""
+
+    def __init__(self, weights: Path, **env: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        # A file, not a pipe: an unread pipe fills up and blocks the server's logging.
+        self.log = tempfile.TemporaryFile("w+")  # noqa: SIM115 - lives as long as the server
+        command = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "app.main:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+        ]
+        self.process = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env={**os.environ, "DETECTOR_WEIGHTS": str(weights), "DETECTOR_DEVICE": "cpu", **env},
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+    def __enter__(self) -> Server:
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, self.output()
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError("uvicorn did not become ready")
+
+    def output(self) -> str:
+        self.log.seek(0)
+        return self.log.read()
+
+    def stop(self) -> str:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(timeout=30)
+        return self.output()
