@@ -126,8 +126,6 @@ def _stop_server(previous: Any, signum: int, frame: FrameType | None) -> None:
 
 @contextlib.asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    app.state.inflight = InFlight()
-    app.state.draining_task = None
     install_drain_handler(app)
     loading = asyncio.create_task(load_service(app))
     try:
