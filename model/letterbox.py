@@ -80,7 +80,11 @@ def letterbox_batch(
             raise ValueError(f"expected a uint8 (3, H, W) RGB image, got {image.dtype} {tuple(image.shape)}")
         height, width = int(image.shape[1]), int(image.shape[2])
         new_h, new_w, placement = letterbox_geometry(height, width, size)
-        resized = TF.resize(image.to(device), [new_h, new_w], antialias=True)
+        on_device = image.to(device, non_blocking=True)
+        if device.type != "cpu":
+            # Antialiased resize of uint8 is a CPU kernel; on the GPU resize in float.
+            on_device = on_device.float()
+        resized = TF.resize(on_device, [new_h, new_w], antialias=True)
         normalized = (resized.float() / 255.0 - mean_t) / std_t
         top, left = int(placement.pad_y), int(placement.pad_x)
         batch[k, :, top : top + new_h, left : left + new_w] = normalized.to(dtype)
