@@ -33,7 +33,9 @@ def slow_body(data: bytes, first: int, pause: float) -> Iterator[bytes]:
 class Server:
     """``with Server(weights) as server:`` starts uvicorn, waits for /readyz, and kills it after."""
 
-    def __init__(self, weights: Path, **env: str) -> None:
+    def __init__(
+        self, weights: Path, device: str = "cpu", uvicorn_args: tuple[str, ...] = (), **env: str
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         # A file, not a pipe: an unread pipe fills up and blocks the server's logging.
@@ -49,9 +51,9 @@ class Server:
             str(self.port),
         ]
         self.process = subprocess.Popen(
-            command,
+            [*command, *uvicorn_args],
             cwd=ROOT,
-            env={**os.environ, "DETECTOR_WEIGHTS": str(weights), "DETECTOR_DEVICE": "cpu", **env},
+            env={**os.environ, "DETECTOR_WEIGHTS": str(weights), "DETECTOR_DEVICE": device, **env},
             stdout=self.log,
             stderr=subprocess.STDOUT,
             text=True,
@@ -69,6 +71,15 @@ class Server:
         self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+    def rss_kib(self) -> int:
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        raise RuntimeError("no VmRSS")
+
+    def open_fds(self) -> int:
+        return len(list(Path(f"/proc/{self.process.pid}/fd").iterdir()))
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout

@@ -17,9 +17,7 @@ import asyncio
 import os
 import platform
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -31,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from model.checkpoint import load_weights  # noqa: E402
 from model.predictor import resolve_device  # noqa: E402
+from tests.serving import Server  # noqa: E402
 
 
 def real_jpegs(data: Path, samples: Path, count: int) -> list[tuple[str, bytes]]:
@@ -76,57 +75,6 @@ def bare_network(weights: Path, device: torch.device) -> tuple[float, float, int
         if batch_size / seconds > best:
             best, best_batch = batch_size / seconds, batch_size
     return batch1_ms, best, best_batch
-
-
-class Service:
-    def __init__(self, weights: Path, device: str, port: int, extra_env: dict[str, str]) -> None:
-        self.url = f"http://127.0.0.1:{port}"
-        self.log = tempfile.TemporaryFile("w+")  # noqa: SIM115
-        env = {
-            **os.environ,
-            "DETECTOR_WEIGHTS": str(weights),
-            "DETECTOR_DEVICE": device,
-            "DETECTOR_LOG_LEVEL": "warning",
-            **extra_env,
-        }
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "app.main:app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--log-level",
-                "warning",
-                "--no-access-log",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError("service did not become ready")
-
-    def rss_mib(self) -> float:
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        return float("nan")
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(60)
 
 
 async def load(
@@ -179,7 +127,6 @@ def main() -> int:
         "--requests", type=int, default=0, help="per level (default: max(60, 4 x concurrency))"
     )
     parser.add_argument("--soak", type=int, default=10_000, help="requests between the two RSS readings")
-    parser.add_argument("--port", type=int, default=8765)
     parser.add_argument(
         "--env", nargs="*", default=[], help="extra DETECTOR_*=value settings for the service"
     )
@@ -201,10 +148,12 @@ def main() -> int:
     )
 
     extra = dict(item.split("=", 1) for item in args.env)
-    service = Service(args.weights, str(device), args.port, extra)
+    quiet = ("--log-level", "warning", "--no-access-log")
+    service = Server(args.weights, str(device), quiet, DETECTOR_LOG_LEVEL="warning", **extra)
     try:
+        service.wait_ready(timeout=180)
         asyncio.run(load(service.url, images, 8, 100))  # warm-up
-        rss_warm = service.rss_mib()
+        rss_warm = service.rss_kib() / 1024
         rows = []
         for concurrency in args.concurrency:
             requests = args.requests or max(60, 4 * concurrency)
@@ -214,7 +163,7 @@ def main() -> int:
         rss_soak = float("nan")
         if args.soak:
             soak = asyncio.run(load(service.url, images, 8, args.soak))
-            rss_soak = service.rss_mib()
+            rss_soak = service.rss_kib() / 1024
             print(f"(d) soak: {soak['requests']} requests, {soak['failures']} failures", flush=True)
     finally:
         service.stop()

@@ -5,24 +5,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.hostile.corpus import build
 from tests.serving import Server
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
-
-
-def open_fds(pid: int) -> int:
-    return len(list(Path(f"/proc/{pid}/fd").iterdir()))
 
 
 @pytest.fixture(scope="module")
@@ -33,11 +21,10 @@ def server(random_server: Server) -> Server:
 def test_each_case_gets_its_designed_status_and_the_service_keeps_serving(server: Server):
     cases = build()
     assert len(cases) >= 30
-    pid = server.process.pid
     with httpx.Client(base_url=server.url, timeout=60) as client:
         for case in cases[:3]:  # warm the allocator before the baseline
             client.post("/detect", **case.request_kwargs())
-        rss_before, fds_before = rss_kib(pid), open_fds(pid)
+        rss_before, fds_before = server.rss_kib(), server.open_fds()
         for _ in range(3):
             for case in cases:
                 response = client.post("/detect", **case.request_kwargs())
@@ -53,7 +40,7 @@ def test_each_case_gets_its_designed_status_and_the_service_keeps_serving(server
                     assert isinstance(detail, str) and len(detail) > 15, case.name
                     assert "Traceback" not in detail and "/work" not in detail and "object at" not in detail
                 assert client.get("/readyz").status_code == 200, case.name
-        rss_after, fds_after = rss_kib(pid), open_fds(pid)
+        rss_after, fds_after = server.rss_kib(), server.open_fds()
     print(
         f"\ncorpus: {len(cases)} cases x3; RSS {rss_before} -> {rss_after} KiB; "
         f"fds {fds_before} -> {fds_after}"
@@ -73,7 +60,7 @@ def test_oversized_body_sent_slowly_is_cut_off_early(server: Server):
             yield chunk
             time.sleep(0.02)
 
-    rss_before = rss_kib(server.process.pid)
+    rss_before = server.rss_kib()
     try:
         response = httpx.post(
             f"{server.url}/detect", content=slow(), headers={"Content-Type": "image/jpeg"}, timeout=60
@@ -83,5 +70,5 @@ def test_oversized_body_sent_slowly_is_cut_off_early(server: Server):
         pass  # the server may close the connection as soon as it has answered 413
     assert sent["bytes"] > limit  # the client did send past the limit
     # The server stopped keeping bytes at the limit: it never held the 40 MiB offered.
-    assert rss_kib(server.process.pid) - rss_before < 36 * 1024
+    assert server.rss_kib() - rss_before < 36 * 1024
     assert httpx.get(f"{server.url}/readyz").status_code == 200

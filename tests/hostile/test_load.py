@@ -18,7 +18,6 @@ import pytest
 
 from tests.conftest import image_bytes, make_weights
 from tests.hostile.corpus import Case, build
-from tests.hostile.test_corpus import open_fds, rss_kib
 from tests.serving import Server
 
 CLIENTS = 16
@@ -76,13 +75,12 @@ def test_mixed_load_no_5xx_no_drops_flat_memory(weights: Path):
     with Server(weights) as server:
         cases = mixed_cases()
         hammer(server.url, cases, CLIENTS, 100, 10.0, seed=99)  # warm-up: allocator, threads, batch sizes
-        pid = server.process.pid
-        rss_before, fds_before = rss_kib(pid), open_fds(pid)
+        rss_before, fds_before = server.rss_kib(), server.open_fds()
         start = time.monotonic()
         statuses, errors, _ = hammer(server.url, cases, CLIENTS, MAX_REQUESTS, MAX_SECONDS)
         elapsed = time.monotonic() - start
         time.sleep(0.5)  # let closed connections leave the fd table
-        rss_after, fds_after = rss_kib(pid), open_fds(pid)
+        rss_after, fds_after = server.rss_kib(), server.open_fds()
         sent = sum(statuses.values()) + len(errors)
         print(
             f"\nload: {sent} requests in {elapsed:.1f} s from {CLIENTS} clients; statuses {dict(statuses)}; "
