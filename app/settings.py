@@ -16,7 +16,7 @@ class Settings(BaseSettings):
 
     weights: Path = DEFAULT_WEIGHTS
     device: str = "auto"
-    # auto: traced+frozen network on CPU (about 2x eager there), eager fp16 on CUDA.
+    # auto: traced+frozen network on CPU (1.3-1.7x eager there), eager fp16 on CUDA.
     backend: Literal["auto", "eager", "jit"] = "auto"
     score_threshold: Annotated[float, Field(ge=0.0, le=1.0)] = 0.25
     iou_threshold: Annotated[float, Field(ge=0.0, le=1.0)] = 0.45

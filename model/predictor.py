@@ -43,8 +43,9 @@ class Predictor:
     """Runs a :class:`GridDetector` on uint8 ``(3, H, W)`` RGB images.
 
     On CUDA the network runs in float16 and channels_last; on CPU in float32. ``backend="jit"``
-    traces and freezes the network for inference (oneDNN-fused convolutions): on CPU it is about
-    twice as fast as eager with outputs equal to 1e-4 (tested); ``auto`` picks it on CPU.
+    traces and freezes the network for inference (oneDNN-fused convolutions): on CPU it is
+    1.3-1.7x as fast as eager (tests/benchmarks/bench_forward.py) with outputs equal to 1e-4
+    (tested); ``auto`` picks it on CPU.
     """
 
     def __init__(
