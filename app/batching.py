@@ -61,10 +61,6 @@ class DynamicBatcher:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
         self._task: asyncio.Task[None] | None = None
 
-    @property
-    def queued(self) -> int:
-        return len(self._queue)
-
     def check_capacity(self, images: int = 1) -> None:
         """Refuse at once (before any reading or decoding) when ``images`` more would not fit."""
         if len(self._queue) + images > self.max_queue_images:
@@ -84,10 +80,6 @@ class DynamicBatcher:
                 item.future.set_exception(BatchFailed("the service is shutting down"))
         self._queue.clear()
         self._executor.shutdown(wait=True)
-
-    def run_sync(self, images: list[Tensor], params: list[DetectParams]) -> list[Detections]:
-        """One batch straight through the predictor (warm-up); not queued."""
-        return self.predictor(images, params)
 
     async def submit(self, images: list[Tensor], params: DetectParams) -> list[Detections]:
         """Detect on ``images`` (all with ``params``); raises :class:`Overloaded` or :class:`BatchFailed`."""

@@ -30,8 +30,7 @@ class Settings(BaseSettings):
     batch_timeout_ms: Annotated[float, Field(ge=0.0)] = 2.0
     max_queue_images: Annotated[int, Field(ge=1)] = 256
     retry_after_seconds: Annotated[int, Field(ge=1)] = 1
-    # Decode workers (threads); CPU inference threads (0: torch's default).
-    decode_workers: Annotated[int, Field(ge=1)] = 4
+    # CPU inference threads (0: torch's default).
     torch_threads: Annotated[int, Field(ge=0)] = 0
     # After SIGTERM: wait up to drain_timeout for in-flight requests, then drain_delay more
     # (time for a load balancer to see /readyz fail) before the server stops.

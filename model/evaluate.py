@@ -19,7 +19,8 @@ from tqdm import tqdm
 
 from model.config import DetectParams
 from model.data import VOCDetection, collate_raw
-from model.metrics import EvaluationResult, ImageDetections, ImageGroundTruth, evaluate_detections
+from model.metrics import EvaluationResult, ImageGroundTruth, evaluate_detections
+from model.postprocess import Detections
 from model.predictor import Predictor
 
 # Evaluation keeps low-scoring boxes: AP integrates over the whole precision/recall curve.
@@ -57,11 +58,11 @@ def evaluate_predictor(
     if limit is not None:
         subset = torch.utils.data.Subset(dataset, range(min(limit, len(dataset))))
     loader = DataLoader(subset, batch_size=batch_size, num_workers=workers, collate_fn=collate_raw)
-    detections: list[ImageDetections] = []
+    detections: list[Detections] = []
     truths: list[ImageGroundTruth] = []
     for images, truth_batch in tqdm(loader, desc="evaluate", disable=not progress, leave=False):
         for found, annotation in zip(predictor(images, params), truth_batch, strict=True):
-            detections.append(ImageDetections(found.boxes_xyxy, found.scores, found.labels))
+            detections.append(found)
             truths.append(ImageGroundTruth(annotation.boxes_xyxy, annotation.labels, annotation.difficult))
     result = evaluate_detections(detections, truths, predictor.config.classes, 0.5, use_07_metric)
     return EvaluationReport(result, len(detections), time.perf_counter() - start)

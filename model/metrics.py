@@ -15,14 +15,7 @@ import torch
 from torch import Tensor
 from torchvision.ops import box_iou
 
-
-@dataclass(frozen=True)
-class ImageDetections:
-    """boxes_xyxy ``(N, 4)``, scores ``(N,)``, labels ``(N,)``; original pixels."""
-
-    boxes_xyxy: Tensor
-    scores: Tensor
-    labels: Tensor
+from model.postprocess import Detections
 
 
 @dataclass(frozen=True)
@@ -51,7 +44,7 @@ def average_precision(recall: Tensor, precision: Tensor, use_07_metric: bool = F
 
 
 def class_average_precision(
-    detections: Sequence[ImageDetections],
+    detections: Sequence[Detections],
     ground_truth: Sequence[ImageGroundTruth],
     class_id: int,
     iou_threshold: float = 0.5,
@@ -113,7 +106,7 @@ class EvaluationResult:
 
 
 def evaluate_detections(
-    detections: Sequence[ImageDetections],
+    detections: Sequence[Detections],
     ground_truth: Sequence[ImageGroundTruth],
     classes: Sequence[str],
     iou_threshold: float = 0.5,

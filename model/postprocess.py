@@ -42,15 +42,12 @@ def postprocess_image(
     boxes_xyxy: Tensor, scores: Tensor, placement: Letterbox, params: DetectParams
 ) -> Detections:
     """One image: boxes ``(K, 4)`` in input pixels and scores ``(K, C)`` -> :class:`Detections`."""
-    num_classes = scores.shape[1]
+    keep = scores >= params.score_threshold  # (K, C)
     if params.class_ids is not None:
-        keep_class = torch.zeros(num_classes, dtype=torch.bool, device=scores.device)
+        keep_class = torch.zeros(scores.shape[1], dtype=torch.bool, device=scores.device)
         keep_class[list(params.class_ids)] = True
-        scores = scores * keep_class
-    cell, label = torch.nonzero(scores >= params.score_threshold, as_tuple=True)
-    if params.class_ids is not None:
-        allowed = keep_class[label]
-        cell, label = cell[allowed], label[allowed]
+        keep &= keep_class
+    cell, label = torch.nonzero(keep, as_tuple=True)
     candidate_scores = scores[cell, label]
     if candidate_scores.numel() > PRE_NMS_TOP_K:
         top = torch.topk(candidate_scores, PRE_NMS_TOP_K).indices

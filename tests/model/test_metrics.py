@@ -2,12 +2,12 @@ import pytest
 import torch
 
 from model.metrics import (
-    ImageDetections,
     ImageGroundTruth,
     average_precision,
     class_average_precision,
     evaluate_detections,
 )
+from model.postprocess import Detections
 
 
 def gt(boxes, labels, difficult=None):
@@ -17,7 +17,7 @@ def gt(boxes, labels, difficult=None):
 
 
 def det(boxes, scores, labels):
-    return ImageDetections(
+    return Detections(
         torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
         torch.tensor(scores),
         torch.tensor(labels, dtype=torch.long),
