@@ -1,4 +1,8 @@
-"""Typed dependencies the routes declare; tests can override them."""
+"""Typed dependencies the routes declare; tests can override them.
+
+They are ``async def`` although none awaits: FastAPI runs a plain ``def`` dependency in a worker
+thread, a thread hop per dependency per request for what is an attribute lookup.
+"""
 
 from __future__ import annotations
 
@@ -13,22 +17,22 @@ from app.settings import Settings
 from app.state import Phase, Readiness
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_readiness(request: Request) -> Readiness:
+async def get_readiness(request: Request) -> Readiness:
     readiness: Readiness = request.app.state.readiness
     return readiness
 
 
-def get_metrics(request: Request) -> Metrics:
+async def get_metrics(request: Request) -> Metrics:
     metrics: Metrics = request.app.state.metrics
     return metrics
 
 
-def get_inflight(request: Request) -> InFlight:
+async def get_inflight(request: Request) -> InFlight:
     inflight: InFlight = request.app.state.inflight
     return inflight
 
@@ -48,14 +52,16 @@ def not_ready_error(readiness: Readiness, retry_after: int) -> HTTPException:
     return HTTPException(503, messages.get(readiness.phase, "not ready"), {"Retry-After": str(retry_after)})
 
 
-def get_service(request: Request, readiness: ReadinessDep, settings: SettingsDep) -> DetectorService:
+async def get_service(request: Request, readiness: ReadinessDep, settings: SettingsDep) -> DetectorService:
     service: DetectorService | None = request.app.state.service
     if service is None or not readiness.is_ready:
         raise not_ready_error(readiness, settings.retry_after_seconds)
     return service
 
 
-def get_loaded_service(request: Request, readiness: ReadinessDep, settings: SettingsDep) -> DetectorService:
+async def get_loaded_service(
+    request: Request, readiness: ReadinessDep, settings: SettingsDep
+) -> DetectorService:
     """The service once loaded, also while draining (for read-only routes such as /model)."""
     service: DetectorService | None = request.app.state.service
     if service is None:
@@ -67,7 +73,7 @@ ServiceDep = Annotated[DetectorService, Depends(get_service)]
 LoadedServiceDep = Annotated[DetectorService, Depends(get_loaded_service)]
 
 
-def require_api_key(request: Request, settings: SettingsDep) -> None:
+async def require_api_key(request: Request, settings: SettingsDep) -> None:
     """When ``DETECTOR_API_KEY`` is set: ``Authorization: Bearer KEY`` or ``X-API-Key: KEY``."""
     if settings.api_key is None:
         return

@@ -265,6 +265,7 @@ async def model_card(service: LoadedServiceDep, settings: SettingsDep) -> ModelC
         input_size=service.predictor.config.input_size,
         device=str(service.predictor.device),
         dtype=service.dtype,
+        backend=service.predictor.backend,
         default_thresholds={
             "score_threshold": settings.score_threshold,
             "iou_threshold": settings.iou_threshold,

@@ -76,5 +76,6 @@ class ModelCard(BaseModel):
     input_size: int
     device: str
     dtype: str
+    backend: str
     default_thresholds: dict[str, float | int]
     training: dict[str, Any]

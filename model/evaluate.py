@@ -21,7 +21,7 @@ from model.config import DetectParams
 from model.data import VOCDetection, collate_raw
 from model.metrics import EvaluationResult, ImageGroundTruth, evaluate_detections
 from model.postprocess import Detections
-from model.predictor import Predictor
+from model.predictor import BACKENDS, Predictor
 
 # Evaluation keeps low-scoring boxes: AP integrates over the whole precision/recall curve.
 EVAL_PARAMS = DetectParams(score_threshold=0.01, iou_threshold=0.45, max_detections=100)
@@ -84,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data", action="append", required=True, help="VOCdevkit folder; repeat for several")
     parser.add_argument("--split", default="val")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--backend", default="auto", choices=["auto", "eager", "jit"])
+    parser.add_argument("--backend", default="auto", choices=BACKENDS)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--score-threshold", type=float, default=EVAL_PARAMS.score_threshold)

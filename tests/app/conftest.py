@@ -22,6 +22,10 @@ def wait_ready(client: TestClient, timeout: float = 30.0) -> None:
 
 
 def make_client(weights: Path, **overrides: object) -> TestClient:
+    # The in-process app tests are about HTTP behaviour: the eager backend starts at once, where
+    # the default (onnxruntime) exports the network for a few seconds at each start. The real
+    # uvicorn tests (e2e, hostile, page, container) serve the default backend.
+    overrides.setdefault("backend", "eager")
     settings = Settings(weights=weights, device="cpu", **overrides)  # type: ignore[arg-type]
     return TestClient(create_app(settings), raise_server_exceptions=False)
 

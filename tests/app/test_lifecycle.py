@@ -95,7 +95,7 @@ def test_model_card(client, weights_dir):
     assert card["version"] == meta["sha256"][:12] and card["sha256"] == meta["sha256"]
     assert card["classes"] == meta["classes"] and len(card["classes"]) == 20
     assert card["input_size"] == meta["input_size"]
-    assert card["device"] == "cpu" and card["dtype"] == "float32"
+    assert card["device"] == "cpu" and card["dtype"] == "float32" and card["backend"] == "eager"
     assert card["default_thresholds"] == {
         "score_threshold": 0.25,
         "iou_threshold": 0.45,

@@ -34,7 +34,7 @@ def main() -> int:
     args = parser.parse_args()
     device = resolve_device(args.device)
     network = build_network(DetectorConfig(input_size=args.size))
-    backends = ["eager", "jit"] if device.type == "cpu" else ["eager"]
+    backends = ["eager", "jit", "onnxruntime"] if device.type == "cpu" else ["eager"]
     predictors = {name: Predictor(network, device, backend=name) for name in backends}  # type: ignore[arg-type]
     print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, input {args.size}")
     print("| batch | backend | ms / batch | ms / image |\n|---|---|---|---|")

@@ -11,6 +11,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from app.decoding import decode_image_bytes
+from model.config import DetectParams
+from model.predictor import Predictor
 from tests.conftest import image_bytes
 from tests.serving import ROOT, Server, slow_body
 
@@ -37,6 +40,38 @@ def test_shipped_weights_serve_a_real_jpeg(server: Server):
         assert 0 <= detection["box"]["x_min"] < detection["box"]["x_max"] <= 500
     assert httpx.get(f"{server.url}/model").json()["classes"] == card["classes"]
     assert "detector_images_total 1.0" in httpx.get(f"{server.url}/metrics").text
+
+
+def test_served_backend_gives_the_eager_detections(server: Server):
+    """The service's default CPU backend (ONNX Runtime) answers what the eager network does."""
+    assert httpx.get(f"{server.url}/model").json()["backend"] == "onnxruntime"
+    data = image_bytes(500, 375)
+    query = {"score_threshold": 0.01, "max_detections": 1000}
+    response = httpx.post(
+        f"{server.url}/detect", params=query, files={"image": ("a.jpg", data, "image/jpeg")}, timeout=30
+    )
+    served = response.json()["results"][0]["detections"]
+    predictor, _ = Predictor.from_weights(SHIPPED, "cpu", backend="eager")
+    pixels = decode_image_bytes(data, 10**8).pixels
+    expected = predictor(pixels, DetectParams(score_threshold=0.01, max_detections=1000))[0]
+    assert len(served) == len(expected.scores) > 5
+    # Matched by class and box, not by rank: near-equal scores may swap places.
+    remaining = list(
+        zip(expected.labels.tolist(), expected.boxes_xyxy.tolist(), expected.scores.tolist(), strict=True)
+    )
+    for got in served:
+        corners = [got["box"][k] for k in ("x_min", "y_min", "x_max", "y_max")]
+        label, box, score = min(
+            remaining,
+            key=lambda e: (
+                e[0] != got["class_id"],
+                max(abs(a - b) for a, b in zip(e[1], corners, strict=True)),
+            ),
+        )
+        remaining.remove((label, box, score))
+        assert label == got["class_id"]
+        assert corners == pytest.approx(box, abs=0.05)
+        assert got["score"] == pytest.approx(score, abs=1e-4)
 
 
 def test_sigterm_drains_in_flight_requests_and_exits_zero(server: Server):

@@ -94,17 +94,25 @@ def test_one_crafted_cell_decodes_to_exact_original_pixels(predictor, monkeypatc
     assert_close(found.scores[0], score)
 
 
-def test_jit_backend_gives_the_eager_outputs(tiny_network):
+@pytest.mark.parametrize("backend", ["jit", "onnxruntime"])
+def test_cpu_backends_give_the_eager_outputs(tiny_network, backend):
     eager = Predictor(tiny_network, "cpu", backend="eager")
-    traced = Predictor(tiny_network, "cpu", backend="jit")
-    assert Predictor(tiny_network, "cpu", backend="auto").backend == "jit"
-    for size in (1, 3, 1):  # a new batch size, then back
+    fast = Predictor(tiny_network, "cpu", backend=backend)
+    assert fast.backend == backend
+    for size in (1, 3, 1, 16):  # a new batch size, then back, then the service's largest
         batch = torch.randn(size, 3, 64, 64)
-        torch.testing.assert_close(traced.forward(batch), eager.forward(batch), atol=1e-4, rtol=1e-4)
-    images = random_images([(50, 70), (64, 64)])
-    for a, b in zip(traced(images, LOW), eager(images, LOW), strict=True):
+        torch.testing.assert_close(fast.forward(batch), eager.forward(batch), atol=1e-4, rtol=1e-4)
+    images = random_images([(50, 70), (64, 64), (300, 20)])
+    for a, b in zip(fast(images, LOW), eager(images, LOW), strict=True):
         assert torch.equal(a.labels, b.labels)
         assert_close(a.boxes_xyxy, b.boxes_xyxy, atol=1e-2, rtol=1e-4)
+        assert_close(a.scores, b.scores, atol=1e-4, rtol=1e-4)
+
+
+def test_auto_backend_is_onnxruntime_on_cpu_and_refused_off_it(tiny_network):
+    assert Predictor(tiny_network, "cpu", backend="auto").backend == "onnxruntime"
+    with pytest.raises(ValueError, match="onnxruntime backend runs float32 on CPU"):
+        Predictor(tiny_network, "cpu", dtype=torch.bfloat16, backend="onnxruntime")
 
 
 def test_empty_list_gives_no_results(predictor):
