@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
+from app.decoding import DecodeError, EncodedJpeg
+from app.device_decode import decode_batch
 from app.metrics import Metrics
 from model.config import DetectParams
 from model.postprocess import Detections
@@ -37,7 +39,7 @@ class BatchFailed(Exception):
 
 @dataclass
 class _Item:
-    image: Tensor
+    image: Tensor | EncodedJpeg  # decoded pixels, or a JPEG to decode with its batch
     params: DetectParams
     future: asyncio.Future[Detections]
 
@@ -52,6 +54,7 @@ class DynamicBatcher:
         max_queue_images: int = 256,
     ) -> None:
         self.predictor = predictor
+        self.device = predictor.device  # where JPEGs left to the batcher are decoded
         self.metrics = metrics
         self.max_batch_size = max_batch_size
         self.timeout_s = timeout_s
@@ -81,8 +84,9 @@ class DynamicBatcher:
         self._queue.clear()
         self._executor.shutdown(wait=True)
 
-    async def submit(self, images: list[Tensor], params: DetectParams) -> list[Detections]:
-        """Detect on ``images`` (all with ``params``); raises :class:`Overloaded` or :class:`BatchFailed`."""
+    async def submit(self, images: list[Tensor | EncodedJpeg], params: DetectParams) -> list[Detections]:
+        """Detect on ``images`` (all with ``params``); raises :class:`Overloaded`, :class:`BatchFailed`,
+        or the :class:`DecodeError` of a JPEG that failed to decode."""
         self.check_capacity(len(images))
         loop = asyncio.get_running_loop()
         items = [_Item(image, params, loop.create_future()) for image in images]
@@ -118,12 +122,7 @@ class DynamicBatcher:
             self.metrics.batch_size.observe(len(batch))
             start = time.perf_counter()
             try:
-                results = await loop.run_in_executor(
-                    self._executor,
-                    self.predictor,
-                    [item.image for item in batch],
-                    [item.params for item in batch],
-                )
+                results = await loop.run_in_executor(self._executor, self._infer, batch)
             except Exception as exc:  # one bad batch must not stop the service
                 self.metrics.batch_failures.inc()
                 log.error("batch of %d images failed: %s: %s", len(batch), type(exc).__name__, exc)
@@ -134,5 +133,21 @@ class DynamicBatcher:
             finally:
                 self.metrics.inference_seconds.observe(time.perf_counter() - start)
             for item, found in zip(batch, results, strict=True):
-                if not item.future.done():
+                if item.future.done():
+                    continue
+                if isinstance(found, DecodeError):
+                    item.future.set_exception(found)
+                else:
                     item.future.set_result(found)
+
+    def _infer(self, batch: list[_Item]) -> list[Detections | DecodeError]:
+        """In the inference thread: decode the batch's JPEGs (if any) on the device, then detect."""
+        decoded = decode_batch([item.image for item in batch], self.device)
+        pixels: list[Tensor] = []
+        params: list[DetectParams] = []
+        for item, image in zip(batch, decoded, strict=True):
+            if isinstance(image, Tensor):
+                pixels.append(image)
+                params.append(item.params)
+        found = iter(self.predictor(pixels, params))
+        return [next(found) if isinstance(image, Tensor) else image for image in decoded]

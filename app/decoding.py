@@ -46,6 +46,24 @@ class DecodedImage:
         return int(self.pixels.shape[1])
 
 
+@dataclass(frozen=True)
+class EncodedJpeg:
+    """A JPEG whose header passed every check, its decoding left to the batcher on the inference
+    device (``DETECTOR_DEVICE_DECODE``; see :mod:`app.device_decode`)."""
+
+    data: Tensor  # uint8, 1-D: the file's bytes, on CPU as decode_jpeg takes them
+    orientation: int  # EXIF orientation, 1 (as stored) to 8
+    width: int  # as displayed, after orientation
+    height: int
+    label: str
+    format: str = "jpeg"
+
+
+# EXIF orientations that swap width and height.
+TRANSPOSING = (5, 6, 7, 8)
+EXIF_ORIENTATION = 0x0112
+
+
 def sniff_format(data: bytes) -> str | None:
     """The image format from the magic bytes: jpeg, png, webp, bmp, or a named unsupported kind."""
     if data.startswith(b"\xff\xd8\xff"):
@@ -76,7 +94,7 @@ def sniff_format(data: bytes) -> str | None:
     return None
 
 
-def _reason(exc: BaseException) -> str:
+def reason(exc: BaseException) -> str:
     """A decoder's message, kept only when it says something useful and reveals nothing internal."""
     text = str(exc).strip()
     if not text or any(mark in text for mark in ("/", "\\", "<", "object at", ".cpp", ".py")):
@@ -100,11 +118,8 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def decode_image_bytes(data: bytes, max_pixels: int, label: str = "image") -> DecodedImage:
-    """Decode one upload; raises :class:`DecodeError` (400/413/415) with a message for people.
-
-    ``label`` names the part in messages (e.g. ``part 2 ('cat.png')``).
-    """
+def open_checked(data: bytes, max_pixels: int, label: str) -> tuple[Image.Image, str]:
+    """The opened (not yet decoded) image and its format, once the header passed every check."""
     if not data:
         raise DecodeError(400, f"{label} is empty; send the bytes of a {SUPPORTED} image")
     kind = sniff_format(data)
@@ -123,12 +138,12 @@ def decode_image_bytes(data: bytes, max_pixels: int, label: str = "image") -> De
             width, height = image.size
     except Image.DecompressionBombError as exc:
         raise DecodeError(
-            413, f"{label} claims too many pixels{_reason(exc)}; the limit is {max_pixels:,}"
+            413, f"{label} claims too many pixels{reason(exc)}; the limit is {max_pixels:,}"
         ) from exc
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise DecodeError(
             400,
-            f"{label} looks like {kind.upper()} but its header is corrupt{_reason(exc)}; send a valid image",
+            f"{label} looks like {kind.upper()} but its header is corrupt{reason(exc)}; send a valid image",
         ) from exc
     if width < 1 or height < 1:
         raise DecodeError(400, f"{label} has no pixels ({width}x{height})")
@@ -138,6 +153,19 @@ def decode_image_bytes(data: bytes, max_pixels: int, label: str = "image") -> De
             f"{label} is {width}x{height} = {width * height:,} pixels, over the limit of {max_pixels:,}; "
             "send a smaller image",
         )
+    return image, kind
+
+
+def decode_image_bytes(data: bytes, max_pixels: int, label: str = "image") -> DecodedImage:
+    """Decode one upload; raises :class:`DecodeError` (400/413/415) with a message for people.
+
+    ``label`` names the part in messages (e.g. ``part 2 ('cat.png')``).
+    """
+    image, kind = open_checked(data, max_pixels, label)
+    return _decode_opened(image, kind, data, label)
+
+
+def _decode_opened(image: Image.Image, kind: str, data: bytes, label: str) -> DecodedImage:
     try:
         if kind == "jpeg" and image.mode in ("RGB", "L"):
             # libjpeg-turbo through torchvision: faster than Pillow, identical pixels.
@@ -153,6 +181,25 @@ def decode_image_bytes(data: bytes, max_pixels: int, label: str = "image") -> De
             pixels = torch.from_numpy(rgb.copy()).permute(2, 0, 1).contiguous()
     except (OSError, ValueError, SyntaxError, RuntimeError, EOFError, Image.DecompressionBombError) as exc:
         raise DecodeError(
-            400, f"{label} is a truncated or corrupt {kind.upper()} image{_reason(exc)}; send the whole file"
+            400, f"{label} is a truncated or corrupt {kind.upper()} image{reason(exc)}; send the whole file"
         ) from exc
     return DecodedImage(pixels=pixels, format=kind)
+
+
+def check_or_decode(data: bytes, max_pixels: int, label: str = "image") -> DecodedImage | EncodedJpeg:
+    """Like :func:`decode_image_bytes`, but an RGB or greyscale JPEG is only checked (header, size,
+    pixel limit, EXIF orientation) and left for :func:`app.device_decode.decode_batch`."""
+    image, kind = open_checked(data, max_pixels, label)
+    if kind != "jpeg" or image.mode not in ("RGB", "L"):
+        return _decode_opened(image, kind, data, label)
+    try:
+        orientation = image.getexif().get(EXIF_ORIENTATION, 1)
+    except (OSError, ValueError, SyntaxError, TypeError):  # unreadable EXIF: shown as stored
+        orientation = 1
+    orientation = orientation if orientation in range(1, 9) else 1
+    width, height = image.size
+    if orientation in TRANSPOSING:
+        width, height = height, width
+    return EncodedJpeg(
+        torch.frombuffer(bytearray(data), dtype=torch.uint8), orientation, width, height, label
+    )

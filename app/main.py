@@ -62,7 +62,7 @@ async def load_service(app: FastAPI) -> None:
             settings.max_queue_images,
         )
         service = DetectorService(predictor, weights, batcher)
-        await asyncio.to_thread(service.warm_up)
+        await asyncio.to_thread(service.warm_up, settings.device_decode)
         batcher.start()
         app.state.service = service
         readiness.ready()

@@ -13,7 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from torchvision.io import encode_jpeg, encode_png
 
 from app.batching import BatchFailed, Overloaded
-from app.decoding import DecodedImage, DecodeError, decode_image_bytes
+from app.decoding import DecodedImage, DecodeError, EncodedJpeg, check_or_decode, decode_image_bytes
 from app.deps import (
     InFlightDep,
     LoadedServiceDep,
@@ -99,7 +99,7 @@ def overloaded(retry_after: int, reason: str) -> HTTPException:
 
 
 def to_result(
-    part: ImagePart, image: DecodedImage, found: Detections, classes: tuple[str, ...]
+    part: ImagePart, image: DecodedImage | EncodedJpeg, found: Detections, classes: tuple[str, ...]
 ) -> ImageResult:
     rounded = [[round(v, 2) for v in box] for box in found.boxes_xyxy.tolist()]
     detections = [
@@ -172,11 +172,13 @@ async def detect(
                 422,
                 f"format={output_format} returns one drawn image; send exactly one image, not {len(parts)}",
             )
+        # A drawn answer needs the pixels here; JSON can leave JPEGs to the batcher.
+        decode = check_or_decode if settings.device_decode and output_format == "json" else decode_image_bytes
         decode_start = time.perf_counter()
         try:
             images = await asyncio.gather(
                 *(
-                    asyncio.to_thread(decode_image_bytes, part.data, settings.max_image_pixels, part.label)
+                    asyncio.to_thread(decode, part.data, settings.max_image_pixels, part.label)
                     for part in parts
                 )
             )
@@ -186,7 +188,12 @@ async def detect(
         decode_ms = (time.perf_counter() - decode_start) * 1000
         infer_start = time.perf_counter()
         try:
-            found = await service.batcher.submit([image.pixels for image in images], params)
+            found = await service.batcher.submit(
+                [image.pixels if isinstance(image, DecodedImage) else image for image in images], params
+            )
+        except DecodeError as exc:  # a JPEG left to the batcher that failed to decode there
+            metrics.decode_failures.labels(str(exc.status)).inc()
+            raise HTTPException(exc.status, exc.detail) from exc
         except Overloaded as exc:
             raise overloaded(settings.retry_after_seconds, "overloaded") from exc
         except BatchFailed as exc:
@@ -200,6 +207,7 @@ async def detect(
         for detection in result.detections:
             metrics.detections.labels(detection.class_name).inc()
     if output_format != "json":
+        assert isinstance(images[0], DecodedImage)
         drawn = await asyncio.to_thread(draw_detections, images[0].pixels, found[0], service.classes)
         encoded = encode_png(drawn) if output_format == "png" else encode_jpeg(drawn, quality=90)
         return Response(

@@ -6,8 +6,11 @@ import asyncio
 from dataclasses import dataclass, field
 
 import torch
+from torchvision.io import encode_jpeg
 
 from app.batching import DynamicBatcher
+from app.decoding import EncodedJpeg, check_or_decode
+from app.device_decode import decode_batch
 from model.checkpoint import LoadedWeights
 from model.predictor import Predictor
 
@@ -26,12 +29,17 @@ class DetectorService:
     def dtype(self) -> str:
         return str(self.predictor.dtype).removeprefix("torch.")
 
-    def warm_up(self) -> None:
+    def warm_up(self, device_decode: bool = False) -> None:
         """Each batch size the batcher will form (powers of two up to its maximum) through the
-        whole path, twice, so that no request pays for lazy set-up or a JIT specialisation."""
+        whole path, twice, so that no request pays for lazy set-up or a JIT specialisation; with
+        ``device_decode`` the batch JPEG decoder too (nvJPEG sets itself up on first use)."""
         image = torch.zeros(3, 64, 96, dtype=torch.uint8)
         sizes = sorted({min(2**k, self.batcher.max_batch_size) for k in range(8)})
+        jpeg = check_or_decode(encode_jpeg(image).numpy().tobytes(), max_pixels=image[0].numel())
+        assert isinstance(jpeg, EncodedJpeg)
         for size in sizes:
+            if device_decode:
+                decode_batch([jpeg] * size, self.predictor.device)
             for _ in range(2):
                 self.predictor([image] * size, self.predictor.defaults)
 

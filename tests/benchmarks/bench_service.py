@@ -8,7 +8,8 @@
 (b) the service (a real uvicorn process) over HTTP from this separate client process at each
     concurrency: images/s and p50/p95/p99 latency, one real JPEG per multipart request, sent as
     prepared HTTP/1.1 bytes (``--client httpx`` for httpx, which costs the shared CPU more);
-(c) the ratios (b)/(a); (d) the server's RSS after warm-up and after ``--soak`` more requests.
+(c) the ratios (b)/(a); (d) the server's RSS after warm-up (at the highest concurrency) and after
+    ``--soak`` more requests.
 Prints a markdown table. Real JPEGs come from ../shared (VOC val and samples) by path.
 """
 
@@ -210,7 +211,10 @@ def main() -> int:
     service = Server(args.weights, str(device), quiet, DETECTOR_LOG_LEVEL="warning", **extra)
     try:
         service.wait_ready(timeout=180)
-        asyncio.run(load(service.url, images, 8, 100, args.client))  # warm-up
+        # Warm-up at the highest concurrency, so that the peak working set (full batches, a full
+        # queue) is reached before the first RSS reading and growth after it means a leak.
+        top = max(args.concurrency)
+        asyncio.run(load(service.url, images, top, max(300, 4 * top), args.client))
         rss_warm = service.rss_kib() / 1024
         rows = []
         for concurrency in args.concurrency:

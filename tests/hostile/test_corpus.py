@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from tests.conftest import make_weights
 from tests.hostile.corpus import build
 from tests.serving import Server
 
@@ -47,6 +48,22 @@ def test_each_case_gets_its_designed_status_and_the_service_keeps_serving(server
     )
     assert rss_after < rss_before * 1.25 + 50_000
     assert fds_after <= fds_before + 5
+
+
+def test_each_case_gets_its_designed_status_with_device_decode(tmp_path_factory: pytest.TempPathFactory):
+    """The same corpus once more with JPEGs left to the batcher (``DETECTOR_DEVICE_DECODE``)."""
+    weights = make_weights(tmp_path_factory.mktemp("weights"), input_size=128, objectness_bias=6.0)
+    with (
+        Server(weights, DETECTOR_DEVICE_DECODE="true") as server,
+        httpx.Client(base_url=server.url, timeout=60) as client,
+    ):
+        for case in build():
+            response = client.post("/detect", **case.request_kwargs())
+            assert response.status_code in case.statuses, (case.name, response.status_code, response.text)
+            if response.status_code == 200 and case.size:
+                result = response.json()["results"][0]
+                assert (result["width"], result["height"]) == case.size, case.name
+            assert client.get("/readyz").status_code == 200, case.name
 
 
 def test_oversized_body_sent_slowly_is_cut_off_early(server: Server):

@@ -1,0 +1,70 @@
+"""JPEG decoding on the inference device, for a whole batch at once (nvJPEG on CUDA).
+
+With ``DETECTOR_DEVICE_DECODE`` the request path only checks a JPEG's header (format, size, pixel
+limit, EXIF orientation) and hands the bytes to the batcher; the inference thread then decodes
+every JPEG of the batch in one ``torchvision.io.decode_jpeg(list, device=...)`` call, so on a GPU
+the pixels are decoded, letterboxed and normalized without leaving the device. On CPU the same
+path runs with libjpeg-turbo, which is how the tests cover it on a machine without a GPU.
+
+nvJPEG does not apply EXIF orientation and fails a whole list for one bad file, so orientation is
+applied here with tensor ops and a failed list is retried image by image: a corrupt JPEG fails
+only its own request, with the same 400 the CPU decoder gives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+from torchvision.io import ImageReadMode, decode_jpeg
+
+from app.decoding import DecodeError, EncodedJpeg, reason
+
+
+def orient(pixels: Tensor, orientation: int) -> Tensor:
+    """Apply an EXIF orientation (1-8) to ``(C, H, W)`` pixels, as a viewer would show them."""
+    if orientation == 2:
+        return pixels.flip(-1)
+    if orientation == 3:
+        return pixels.flip(-1, -2)
+    if orientation == 4:
+        return pixels.flip(-2)
+    if orientation == 5:
+        return pixels.transpose(-1, -2)
+    if orientation == 6:
+        return pixels.transpose(-1, -2).flip(-1)
+    if orientation == 7:
+        return pixels.transpose(-1, -2).flip(-1, -2)
+    if orientation == 8:
+        return pixels.transpose(-1, -2).flip(-2)
+    return pixels
+
+
+def _decode_one(jpeg: EncodedJpeg, device: torch.device) -> Tensor | DecodeError:
+    try:
+        pixels = decode_jpeg(jpeg.data, mode=ImageReadMode.RGB, device=device)
+    except RuntimeError as exc:
+        return DecodeError(
+            400, f"{jpeg.label} is a truncated or corrupt JPEG image{reason(exc)}; send the whole file"
+        )
+    return orient(pixels, jpeg.orientation)
+
+
+def decode_batch(images: Sequence[Tensor | EncodedJpeg], device: torch.device) -> list[Tensor | DecodeError]:
+    """Decoded pixels for each :class:`EncodedJpeg` (others pass through), or its error."""
+    out: list[Tensor | DecodeError] = [
+        image if isinstance(image, Tensor) else DecodeError(500, "not decoded") for image in images
+    ]
+    jpegs = [(k, image) for k, image in enumerate(images) if isinstance(image, EncodedJpeg)]
+    if not jpegs:
+        return out
+    try:
+        decoded = decode_jpeg([jpeg.data for _, jpeg in jpegs], mode=ImageReadMode.RGB, device=device)
+    except RuntimeError:  # one bad file fails the whole list: find it
+        for k, jpeg in jpegs:
+            out[k] = _decode_one(jpeg, device)
+        return out
+    for (k, jpeg), pixels in zip(jpegs, decoded, strict=True):
+        out[k] = orient(pixels, jpeg.orientation)
+    return out
