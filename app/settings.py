@@ -16,7 +16,7 @@ class Settings(BaseSettings):
 
     weights: Path = DEFAULT_WEIGHTS
     device: str = "auto"
-    # auto: ONNX Runtime on CPU (about 1.7x eager there, equal outputs), eager fp16 on CUDA.
+    # auto: ONNX Runtime on CPU (1.8-2.3x eager there, equal outputs), eager fp16 on CUDA.
     backend: Literal["auto", "eager", "jit", "onnxruntime"] = "auto"
     score_threshold: Annotated[float, Field(ge=0.0, le=1.0)] = 0.25
     iou_threshold: Annotated[float, Field(ge=0.0, le=1.0)] = 0.45

@@ -1,6 +1,6 @@
 """The ``onnxruntime`` CPU backend: the network exported to ONNX in memory and run by ONNX Runtime.
 
-ONNX Runtime's CPU kernels run this fp32 network 1.7x as fast as eager PyTorch on the 2-core
+ONNX Runtime's CPU kernels run this fp32 network 1.8-2.3x as fast as eager PyTorch on the 2-core
 machine the project is built on (tests/benchmarks/bench_forward.py), with outputs equal to
 eager within 1e-4 (tested). The export happens at load time from the same safetensors weights,
 so there is still one weights format and nothing extra to ship.

@@ -46,8 +46,8 @@ class Predictor:
     On CUDA the network runs in float16 and channels_last; on CPU in float32. Backends on CPU
     (tests/benchmarks/bench_forward.py measures them side by side; outputs equal eager's within
     1e-4, tested): ``onnxruntime`` exports the network to ONNX and runs it in ONNX Runtime, about
-    1.7x as fast as eager, and is what ``auto`` picks; ``jit`` traces and freezes it (oneDNN-fused
-    convolutions), about 1.2x; ``eager`` runs the module as it is. On CUDA ``auto`` is eager.
+    1.8-2.3x as fast as eager, and is what ``auto`` picks; ``jit`` traces and freezes it (oneDNN-fused
+    convolutions), 1.4-1.7x; ``eager`` runs the module as it is. On CUDA ``auto`` is eager.
     """
 
     def __init__(
