@@ -181,7 +181,7 @@ def main() -> int:
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "VOCdevkit")
     parser.add_argument("--samples", type=Path, default=ROOT.parent / "shared" / "samples")
     parser.add_argument("--images", type=int, default=200, help="VOC val JPEGs to cycle through")
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 64])
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 16, 32, 64])
     parser.add_argument(
         "--requests", type=int, default=0, help="per level (default: max(300, 8 x concurrency))"
     )
