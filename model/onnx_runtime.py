@@ -24,6 +24,8 @@ def export_onnx(network: nn.Module, input_size: int) -> bytes:
     # A batch of 2 keeps the exporter from specialising the batch dimension to 1.
     example = torch.zeros(2, 3, input_size, input_size)
     batch = torch.export.Dim("batch", min=1, max=4096)
+    for name in ("onnxscript", "onnx_ir"):  # a dozen INFO lines per export about its own passes
+        logging.getLogger(name).setLevel(logging.WARNING)
     with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
         warnings.simplefilter("ignore")  # the exporter warns about internals it handles itself
         program = torch.onnx.export(
