@@ -53,18 +53,16 @@ def _decode_one(jpeg: EncodedJpeg, device: torch.device) -> Tensor | DecodeError
 
 def decode_batch(images: Sequence[Tensor | EncodedJpeg], device: torch.device) -> list[Tensor | DecodeError]:
     """Decoded pixels for each :class:`EncodedJpeg` (others pass through), or its error."""
-    out: list[Tensor | DecodeError] = [
-        image if isinstance(image, Tensor) else DecodeError(500, "not decoded") for image in images
-    ]
-    jpegs = [(k, image) for k, image in enumerate(images) if isinstance(image, EncodedJpeg)]
-    if not jpegs:
-        return out
-    try:
-        decoded = decode_jpeg([jpeg.data for _, jpeg in jpegs], mode=ImageReadMode.RGB, device=device)
-    except RuntimeError:  # one bad file fails the whole list: find it
-        for k, jpeg in jpegs:
-            out[k] = _decode_one(jpeg, device)
-        return out
-    for (k, jpeg), pixels in zip(jpegs, decoded, strict=True):
-        out[k] = orient(pixels, jpeg.orientation)
-    return out
+    jpegs = {k: image for k, image in enumerate(images) if isinstance(image, EncodedJpeg)}
+    decoded: dict[int, Tensor | DecodeError] = {}
+    if jpegs:
+        try:
+            pixels = decode_jpeg(
+                [jpeg.data for jpeg in jpegs.values()], mode=ImageReadMode.RGB, device=device
+            )
+            decoded = {
+                k: orient(p, jpeg.orientation) for (k, jpeg), p in zip(jpegs.items(), pixels, strict=True)
+            }
+        except RuntimeError:  # one bad file fails the whole list: find it
+            decoded = {k: _decode_one(jpeg, device) for k, jpeg in jpegs.items()}
+    return [decoded[k] if isinstance(image, EncodedJpeg) else image for k, image in enumerate(images)]

@@ -32,7 +32,7 @@ class Settings(BaseSettings):
     batch_timeout_ms: Annotated[float, Field(ge=0.0)] = 0.0
     max_queue_images: Annotated[int, Field(ge=1)] = 256
     # Decode JPEGs in the batcher, a batch at a time, on the inference device (nvJPEG on CUDA)
-    # instead of one by one on CPU threads. Off until measured on a GPU (README: Performance).
+    # instead of one by one on CPU threads. Off until measured on a GPU (README: Benchmarks).
     device_decode: bool = False
     retry_after_seconds: Annotated[int, Field(ge=1)] = 1
     # CPU threads for the network's forward pass (0: torch's default, one per core).
