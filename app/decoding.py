@@ -56,7 +56,6 @@ class EncodedJpeg:
     width: int  # as displayed, after orientation
     height: int
     label: str
-    format: str = "jpeg"
 
 
 # EXIF orientations that swap width and height.

@@ -35,10 +35,11 @@ class DetectorService:
         ``device_decode`` the batch JPEG decoder too (nvJPEG sets itself up on first use)."""
         image = torch.zeros(3, 64, 96, dtype=torch.uint8)
         sizes = sorted({min(2**k, self.batcher.max_batch_size) for k in range(8)})
-        jpeg = check_or_decode(encode_jpeg(image).numpy().tobytes(), max_pixels=image[0].numel())
-        assert isinstance(jpeg, EncodedJpeg)
+        jpeg = (
+            check_or_decode(encode_jpeg(image).numpy().tobytes(), image[0].numel()) if device_decode else None
+        )
         for size in sizes:
-            if device_decode:
+            if isinstance(jpeg, EncodedJpeg):
                 decode_batch([jpeg] * size, self.predictor.device)
             for _ in range(2):
                 self.predictor([image] * size, self.predictor.defaults)

@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +29,24 @@ def slow_body(data: bytes, first: int, pause: float) -> Iterator[bytes]:
     yield data[:first]
     time.sleep(pause)
     yield data[first:]
+
+
+class SlowUpload(threading.Thread):
+    """``POST url`` with ``data`` as a raw JPEG body in two pieces ``pause`` seconds apart, from a
+    thread, so the request is in flight meanwhile; ``response`` holds the answer once joined."""
+
+    def __init__(self, url: str, data: bytes, first: int, pause: float, timeout: float) -> None:
+        super().__init__(daemon=True)
+        self.url, self.data, self.first, self.pause, self.timeout = url, data, first, pause, timeout
+        self.response: httpx.Response | None = None
+
+    def run(self) -> None:
+        self.response = httpx.post(
+            self.url,
+            content=slow_body(self.data, self.first, self.pause),
+            headers={"Content-Type": "image/jpeg"},
+            timeout=self.timeout,
+        )
 
 
 class Server:

@@ -11,7 +11,6 @@ import os
 import shlex
 import shutil
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +19,7 @@ import httpx
 import pytest
 
 from tests.conftest import image_bytes
-from tests.serving import slow_body
+from tests.serving import SlowUpload
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = shlex.split(os.environ.get("DETECTOR_COMPOSE", "docker compose -f docker-compose.cpu.yml"))
@@ -95,17 +94,7 @@ def test_container_is_healthy_serves_and_runs_as_non_root(container: str):
 
 def test_sigterm_drains_the_request_in_flight(container: str):
     data = image_bytes(400, 300)
-    result: dict[str, httpx.Response] = {}
-
-    def send() -> None:
-        result["response"] = httpx.post(
-            f"{URL}/detect",
-            content=slow_body(data, 500, 2.0),
-            headers={"Content-Type": "image/jpeg"},
-            timeout=60,
-        )
-
-    client = threading.Thread(target=send)
+    client = SlowUpload(f"{URL}/detect", data, 500, 2.0, timeout=60)
     client.start()
     time.sleep(0.7)
     started = time.monotonic()
@@ -113,7 +102,7 @@ def test_sigterm_drains_the_request_in_flight(container: str):
     client.join(60)
     assert stop.wait(60) == 0
     print(f"SIGTERM -> exit: {time.monotonic() - started:.1f} s")
-    assert result["response"].status_code == 200, result["response"].text
+    assert client.response is not None and client.response.status_code == 200, client.response
     assert inspect(container, "{{.State.ExitCode}}") == "0"
     logs = subprocess.run(["docker", "logs", container], capture_output=True, text=True).stderr
     assert "draining" in logs

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import signal
-import threading
 import time
 from collections.abc import Iterator
 
@@ -15,7 +14,7 @@ from app.decoding import decode_image_bytes
 from model.config import DetectParams
 from model.predictor import Predictor
 from tests.conftest import image_bytes
-from tests.serving import ROOT, Server, slow_body
+from tests.serving import ROOT, Server, SlowUpload
 
 SHIPPED = ROOT / "weights"
 
@@ -76,17 +75,7 @@ def test_served_backend_gives_the_eager_detections(server: Server):
 
 def test_sigterm_drains_in_flight_requests_and_exits_zero(server: Server):
     data = image_bytes(320, 240)
-    result: dict[str, httpx.Response] = {}
-
-    def send() -> None:
-        result["response"] = httpx.post(
-            f"{server.url}/detect",
-            content=slow_body(data, 1000, 1.5),  # in flight while SIGTERM arrives
-            headers={"Content-Type": "image/jpeg"},
-            timeout=30,
-        )
-
-    client = threading.Thread(target=send)
+    client = SlowUpload(f"{server.url}/detect", data, 1000, 1.5, timeout=30)  # in flight at SIGTERM
     client.start()
     time.sleep(0.5)
     server.process.send_signal(signal.SIGTERM)
@@ -98,7 +87,7 @@ def test_sigterm_drains_in_flight_requests_and_exits_zero(server: Server):
     )
     assert refused.status_code == 503 and refused.headers["Retry-After"]
     client.join(30)
-    assert result["response"].status_code == 200, result["response"].text
-    assert result["response"].json()["results"][0]["width"] == 320
+    assert client.response is not None and client.response.status_code == 200, client.response
+    assert client.response.json()["results"][0]["width"] == 320
     assert server.process.wait(timeout=30) == 0
     assert "draining" in server.stop()
