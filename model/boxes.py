@@ -5,7 +5,8 @@ For the cell in column ``i``, row ``j`` with stride ``s``::
     x_c = s * (tanh(tx) + i + 0.5)    y_c = s * (tanh(ty) + j + 0.5)
     w   = s * exp(tw)                 h   = s * exp(th)
 
-A cell is responsible for an object when the object's box centre falls in it.
+A cell is responsible for an object when the object's box centre falls in it; in training its
+nearest neighbouring cells also learn the object (:func:`assign_targets`).
 :func:`encode_boxes` and :func:`decode_boxes` are exact inverses (up to float error).
 """
 
@@ -79,9 +80,10 @@ def split_grid(raw: Tensor, stride: int) -> GridOutput:
 class GridTargets:
     """Training targets on the grid, cells flattened row-major.
 
-    positive: ``(B, H*W)`` bool, the responsible cells. deltas: ``(B, H*W, 4)`` raw box targets
-    (meaningful where positive). labels: ``(B, H*W)`` long class ids, -1 where not positive.
-    boxes_xyxy: ``(B, H*W, 4)`` the assigned boxes in input pixels.
+    positive: ``(B, H*W)`` bool, the cells that train a box. deltas: ``(B, H*W, 4)`` raw box
+    targets (meaningful where positive). labels: ``(B, H*W)`` long class ids, -1 where not
+    positive. boxes_xyxy: ``(B, H*W, 4)`` the assigned boxes in input pixels ``(0, 0, 1, 1)``
+    where not positive, so every cell holds a valid box.
     """
 
     positive: Tensor
@@ -90,37 +92,70 @@ class GridTargets:
     boxes_xyxy: Tensor
 
 
-def assign_targets(
-    boxes_xyxy: list[Tensor], labels: list[Tensor], height: int, width: int, stride: int
-) -> GridTargets:
-    """Make grid targets from per-image boxes ``(N_i, 4)`` xyxy in input pixels and labels ``(N_i,)``.
-
-    The cell that holds a box centre is responsible for it. When two centres share a cell the
-    smaller box wins: large objects usually still reach a neighbouring cell, small ones do not.
-    """
+def pad_boxes(boxes_xyxy: list[Tensor], labels: list[Tensor]) -> tuple[Tensor, Tensor]:
+    """Per-image boxes ``(N_i, 4)`` and labels ``(N_i,)`` -> padded ``(B, M, 4)`` and ``(B, M)`` (-1 pads)."""
     batch = len(boxes_xyxy)
+    most = max((len(b) for b in boxes_xyxy), default=0)
     device = boxes_xyxy[0].device if batch else torch.device("cpu")
-    cells = height * width
-    positive = torch.zeros(batch, cells, dtype=torch.bool, device=device)
-    out_boxes = torch.zeros(batch, cells, 4, device=device)
-    out_labels = torch.full((batch, cells), -1, dtype=torch.long, device=device)
+    out_boxes = torch.zeros(batch, most, 4, device=device)
+    out_labels = torch.full((batch, most), -1, dtype=torch.long, device=device)
     for b, (boxes, classes) in enumerate(zip(boxes_xyxy, labels, strict=True)):
-        if boxes.numel() == 0:
-            continue
-        centre = (boxes[:, :2] + boxes[:, 2:]) / (2 * stride)
-        col = centre[:, 0].floor().long().clamp(0, width - 1)
-        row = centre[:, 1].floor().long().clamp(0, height - 1)
-        index = row * width + col
-        area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-        # Write largest first so that smaller boxes overwrite them in shared cells.
-        order = torch.argsort(area, descending=True)
-        for k in order.tolist():
-            positive[b, index[k]] = True
-            out_boxes[b, index[k]] = boxes[k]
-            out_labels[b, index[k]] = classes[k]
-    centres = cell_centres(height, width, device).expand(batch, -1, -1)
-    safe_boxes = torch.where(
-        positive[..., None], out_boxes, torch.tensor([0.0, 0.0, 1.0, 1.0], device=device)
+        out_boxes[b, : len(boxes)] = boxes
+        out_labels[b, : len(classes)] = classes
+    return out_boxes, out_labels
+
+
+def assign_targets(
+    boxes_xyxy: Tensor, labels: Tensor, height: int, width: int, stride: int, neighbours: bool = True
+) -> GridTargets:
+    """Grid targets from padded boxes ``(B, M, 4)`` xyxy input pixels and labels ``(B, M)`` (-1: padding).
+
+    The cell holding a box centre trains it, and with ``neighbours`` so do the nearest
+    horizontal and the nearest vertical cell (the centre lies within one cell of theirs, which
+    ``tanh`` offsets reach). Where several boxes claim one cell, a box whose centre is in the cell
+    wins over a neighbour's claim, then the smaller box wins. Vectorised: no per-box loop, no sync.
+    """
+    batch, most = labels.shape
+    device = boxes_xyxy.device
+    cells = height * width
+    wh = (boxes_xyxy[..., 2:] - boxes_xyxy[..., :2]).clamp(min=0)
+    valid = (labels >= 0) & (wh > 0).all(-1)
+    centre = (boxes_xyxy[..., :2] + boxes_xyxy[..., 2:]) / (2 * stride)  # (B, M, 2) in cells
+    limit = torch.tensor([width - 1, height - 1], device=device)
+    home = torch.minimum(centre.floor().clamp(min=0), limit).long()  # (B, M, 2) column, row
+    candidates = [home]
+    if neighbours:
+        step = torch.where(centre - home < 0.5, -1, 1)
+        candidates += [
+            home + step * torch.tensor([1, 0], device=device),
+            home + step * torch.tensor([0, 1], device=device),
+        ]
+    cand = torch.stack(candidates, dim=2)  # (B, M, K, 2)
+    kinds = cand.shape[2]
+    inside = ((cand >= 0) & (cand <= limit)).all(-1) & valid[..., None]  # (B, M, K)
+    cell = (cand[..., 1] * width + cand[..., 0]).clamp(0, cells - 1)
+    # One int64 key per claim: [neighbour claim][area][claim index]; the smallest key wins its cell.
+    index_bits = max(1, (most * kinds - 1).bit_length())
+    area = (wh[..., 0] * wh[..., 1]).round().long().clamp(0, (1 << 40) - 1)
+    claim = torch.arange(most * kinds, device=device).view(most, kinds)
+    is_neighbour = (torch.arange(kinds, device=device) > 0).long()
+    key = (is_neighbour << (40 + index_bits)) | (area[..., None] << index_bits) | claim
+    never = torch.iinfo(torch.long).max
+    key = torch.where(inside, key, never)
+    best = torch.full((batch, cells), never, dtype=torch.long, device=device)
+    best.scatter_reduce_(1, cell.flatten(1), key.flatten(1), reduce="amin")
+    positive = best != never
+    box_index = torch.where(positive, (best & ((1 << index_bits) - 1)) // kinds, 0)
+    out_boxes = (
+        boxes_xyxy.gather(1, box_index[..., None].expand(-1, -1, 4))
+        if most
+        else torch.zeros(batch, cells, 4, device=device)
     )
-    deltas = encode_boxes(safe_boxes, centres, stride)
+    out_labels = (
+        labels.gather(1, box_index) if most else torch.zeros(batch, cells, dtype=torch.long, device=device)
+    )
+    out_boxes = torch.where(positive[..., None], out_boxes, torch.tensor([0.0, 0.0, 1.0, 1.0], device=device))
+    out_labels = torch.where(positive, out_labels, -1)
+    centres = cell_centres(height, width, device).expand(batch, -1, -1)
+    deltas = encode_boxes(out_boxes, centres, stride)
     return GridTargets(positive=positive, deltas=deltas, labels=out_labels, boxes_xyxy=out_boxes)

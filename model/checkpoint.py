@@ -22,6 +22,7 @@ from model.network import GridDetector, build_network
 FORMAT = "resnet18-grid-weights/1"
 WEIGHTS_FILE = "model.safetensors"
 CARD_FILE = "model.json"
+PARTS_FILE = "parts.json"
 
 
 class WeightsError(ValueError):
@@ -73,6 +74,7 @@ def save_weights(
         "architecture": {
             "backbone": "torchvision resnet18 up to layer4",
             "stride": config.stride,
+            "neck_channels": config.neck_channels,
             "head_hidden_channels": config.head_hidden_channels,
             "outputs_per_cell": "tx, ty, tw, th, objectness, class logits",
         },
@@ -112,7 +114,12 @@ def load_weights(folder: str | Path, expected_classes: tuple[str, ...] | None = 
             f"{card_path}: missing model card; a weights folder holds {CARD_FILE} and {WEIGHTS_FILE}"
         )
     if not weights_path.is_file():
-        raise WeightsError(f"{weights_path}: missing weights file")
+        hint = (
+            f"; join its parts first: python -m model.checkpoint join {folder}"
+            if (folder / PARTS_FILE).is_file()
+            else ""
+        )
+        raise WeightsError(f"{weights_path}: missing weights file{hint}")
     try:
         meta = json.loads(card_path.read_text())
         config = DetectorConfig.from_dict(
@@ -158,3 +165,84 @@ def load_weights(folder: str | Path, expected_classes: tuple[str, ...] | None = 
         ) from exc
     network.eval()
     return LoadedWeights(network=network, config=config, defaults=defaults, sha256=actual_hash, card=meta)
+
+
+def write_card(folder: str | Path, card: dict[str, Any]) -> None:
+    """Set the ``card`` of a weights folder's ``model.json`` (the weights and their hash unchanged)."""
+    path = Path(folder) / CARD_FILE
+    meta = json.loads(path.read_text())
+    meta["card"] = card
+    path.write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def split_weights(folder: str | Path, part_mib: float) -> list[Path]:
+    """Replace ``model.safetensors`` by parts of at most ``part_mib`` MiB and a ``parts.json`` listing them.
+
+    :func:`join_weights` puts the file back byte for byte; ``model.json`` is untouched.
+    """
+    folder = Path(folder)
+    data = (folder / WEIGHTS_FILE).read_bytes()
+    size = max(1, int(part_mib * 2**20))
+    parts: list[Path] = []
+    listing = []
+    for index, first in enumerate(range(0, len(data), size)):
+        chunk = data[first : first + size]
+        path = folder / f"{WEIGHTS_FILE}.{index:03d}"
+        path.write_bytes(chunk)
+        parts.append(path)
+        listing.append({"file": path.name, "bytes": len(chunk), "sha256": hashlib.sha256(chunk).hexdigest()})
+    manifest = {"file": WEIGHTS_FILE, "sha256": hashlib.sha256(data).hexdigest(), "parts": listing}
+    (folder / PARTS_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+    (folder / WEIGHTS_FILE).unlink()
+    return parts
+
+
+def join_weights(folder: str | Path) -> Path:
+    """Join the parts written by :func:`split_weights` (each checked) into ``model.safetensors``."""
+    folder = Path(folder)
+    manifest_path = folder / PARTS_FILE
+    if not manifest_path.is_file():
+        raise WeightsError(f"{manifest_path}: missing; nothing to join")
+    manifest = json.loads(manifest_path.read_text())
+    chunks: list[bytes] = []
+    for part in manifest["parts"]:
+        path = folder / part["file"]
+        if not path.is_file():
+            raise WeightsError(f"{path}: missing part ({len(manifest['parts'])} expected)")
+        chunk = path.read_bytes()
+        if hashlib.sha256(chunk).hexdigest() != part["sha256"]:
+            raise WeightsError(
+                f"{path}: sha256 does not match {PARTS_FILE}; the part is corrupt or truncated"
+            )
+        chunks.append(chunk)
+    data = b"".join(chunks)
+    if hashlib.sha256(data).hexdigest() != manifest["sha256"]:
+        raise WeightsError(f"{folder}: the joined parts do not match {PARTS_FILE}'s sha256")
+    target = folder / manifest["file"]
+    target.write_bytes(data)
+    target.chmod(0o644)
+    for part in manifest["parts"]:
+        (folder / part["file"]).unlink()
+    manifest_path.unlink()
+    return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m model.checkpoint join DIR``: join a split weights folder and check that it loads."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m model.checkpoint")
+    commands = parser.add_subparsers(dest="command", required=True)
+    join = commands.add_parser(
+        "join", help="join model.safetensors from its parts and check the folder loads"
+    )
+    join.add_argument("folder")
+    args = parser.parse_args(argv)
+    target = join_weights(args.folder)
+    loaded = load_weights(args.folder, expected_classes=None)
+    print(f"joined {target} ({target.stat().st_size} bytes), version {loaded.version}: loads")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -32,6 +32,8 @@ IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 MODEL_NAME = "resnet18-grid"
+TRUNK_STRIDE = 32  # ResNet18 up to layer4
+NECK_STRIDE = 16  # layer4 upsampled and fused with layer3
 
 
 @dataclass(frozen=True)
@@ -39,28 +41,38 @@ class DetectorConfig:
     """Everything needed to rebuild the network and read its output.
 
     ``input_size`` is the side of the square letterboxed input in pixels; it must be a
-    multiple of ``stride`` (32 for a ResNet18 trunk up to ``layer4``).
+    multiple of 32 (the ResNet18 trunk goes down to ``layer4``, stride 32). ``neck_channels``
+    0 reads the grid off ``layer4`` (stride 32, the design's seed); above 0 a light neck
+    upsamples ``layer4``, fuses it with ``layer3`` and gives a stride-16 grid of that many
+    channels. Weights saved before the neck existed have neither key and load as stride 32.
     """
 
     classes: tuple[str, ...] = VOC_CLASSES
     input_size: int = 416
-    stride: int = 32
     head_hidden_channels: int = 0  # 0: the design's single 1x1 conv head
+    neck_channels: int = 0  # 0: no neck, stride 32; > 0: stride-16 neck of this width
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     name: str = MODEL_NAME
 
     def __post_init__(self) -> None:
-        if self.input_size <= 0 or self.input_size % self.stride:
+        if self.input_size <= 0 or self.input_size % TRUNK_STRIDE:
             raise ValueError(
-                f"input_size must be a positive multiple of the stride {self.stride}, got {self.input_size}"
+                f"input_size must be a positive multiple of {TRUNK_STRIDE}, got {self.input_size}"
             )
+        if self.neck_channels < 0 or self.head_hidden_channels < 0:
+            raise ValueError("neck_channels and head_hidden_channels must be >= 0")
         if len(set(self.classes)) != len(self.classes) or not self.classes:
             raise ValueError("classes must be a non-empty list of unique names")
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    @property
+    def stride(self) -> int:
+        """Input pixels per grid cell: 16 with the neck, 32 without."""
+        return NECK_STRIDE if self.neck_channels else TRUNK_STRIDE
 
     @property
     def grid_size(self) -> int:
@@ -75,13 +87,19 @@ class DetectorConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DetectorConfig:
-        known = {k: data[k] for k in ("input_size", "stride", "head_hidden_channels", "name") if k in data}
-        return cls(
+        keys = ("input_size", "head_hidden_channels", "neck_channels", "name")
+        known = {k: data[k] for k in keys if k in data}
+        config = cls(
             classes=tuple(data.get("classes", VOC_CLASSES)),
             mean=tuple(data.get("mean", IMAGENET_MEAN)),  # type: ignore[arg-type]
             std=tuple(data.get("std", IMAGENET_STD)),  # type: ignore[arg-type]
             **known,
         )
+        if "stride" in data and int(data["stride"]) != config.stride:
+            raise ValueError(
+                f"stride {data['stride']} does not match the architecture (stride {config.stride})"
+            )
+        return config
 
 
 @dataclass(frozen=True)

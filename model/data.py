@@ -1,4 +1,4 @@
-"""Pascal VOC data: the VOCdevkit reader, box-aware augmentation, letterbox and collate.
+"""Pascal VOC data: the VOCdevkit reader and the collate of raw images (augmentation: :mod:`model.augment`).
 
 Boxes leave this module as xyxy floats in 0-based continuous pixel coordinates: a VOC box
 with 1-based inclusive corners ``(xmin, ymin, xmax, ymax)`` becomes
@@ -16,13 +16,9 @@ from typing import Any
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
-from torchvision import tv_tensors
 from torchvision.io import ImageReadMode, decode_image, read_file
-from torchvision.transforms import v2
-from torchvision.transforms.v2 import functional as TF
 
-from model.config import IMAGENET_MEAN, IMAGENET_STD, VOC_CLASSES
-from model.letterbox import letterbox_geometry
+from model.config import VOC_CLASSES
 
 
 @dataclass(frozen=True)
@@ -138,72 +134,6 @@ class VOCDetection(Dataset[tuple[Tensor, Annotation]]):
         if self.transform is not None:
             return self.transform(image, annotation)
         return image, annotation
-
-
-class TrainTransform:
-    """Box-aware augmentation (colour, IoU crop, zoom-out, flip) then letterbox and normalize.
-
-    Returns ``(float (3, S, S) normalized image, {"boxes": (N, 4) xyxy input pixels, "labels": (N,)})``.
-    """
-
-    def __init__(self, size: int, augment: bool = True) -> None:
-        self.size = size
-        fill = [round(255 * m) for m in IMAGENET_MEAN]
-        steps: list[Any] = []
-        if augment:
-            steps = [
-                v2.RandomPhotometricDistort(p=0.5),
-                v2.RandomZoomOut(fill={tv_tensors.Image: fill, "others": 0}, side_range=(1.0, 2.0), p=0.2),
-                v2.RandomApply([v2.RandomIoUCrop()], p=0.5),
-                v2.RandomHorizontalFlip(p=0.5),
-                v2.SanitizeBoundingBoxes(min_size=2.0),
-            ]
-        self.augment = v2.Compose(steps) if steps else v2.Identity()
-        self.fill = fill
-
-    def __call__(self, image: Tensor, annotation: Annotation) -> tuple[Tensor, dict[str, Tensor]]:
-        height, width = image.shape[-2:]
-        sample = {
-            "image": tv_tensors.Image(image),
-            "boxes": tv_tensors.BoundingBoxes(
-                annotation.boxes_xyxy, format="XYXY", canvas_size=(int(height), int(width))
-            ),
-            "labels": annotation.labels,
-        }
-        sample = self.augment(sample)
-        image_out, boxes = letterbox_sample(sample["image"], sample["boxes"], self.size, self.fill)
-        normalized = TF.normalize(
-            TF.to_dtype(image_out, torch.float32, scale=True), IMAGENET_MEAN, IMAGENET_STD
-        )
-        return normalized.as_subclass(Tensor), {
-            "boxes": boxes.as_subclass(Tensor).float(),
-            "labels": sample["labels"],
-        }
-
-
-def letterbox_sample(
-    image: tv_tensors.Image, boxes: tv_tensors.BoundingBoxes, size: int, fill: list[int]
-) -> tuple[tv_tensors.Image, tv_tensors.BoundingBoxes]:
-    """Resize the longer side to ``size`` and pad to a centred square, boxes moving with the image.
-
-    Uses the same geometry as :func:`model.letterbox.letterbox_geometry`, so training sees
-    exactly what the predictor feeds the network.
-    """
-    height, width = image.shape[-2:]
-    new_h, new_w, placement = letterbox_geometry(int(height), int(width), size)
-    image = TF.resize(image, [new_h, new_w], antialias=True)
-    boxes = TF.resize(boxes, [new_h, new_w])
-    left, top = int(placement.pad_x), int(placement.pad_y)
-    padding = [left, top, size - new_w - left, size - new_h - top]
-    return TF.pad(image, padding, fill=fill), TF.pad(boxes, padding)
-
-
-def collate_train(
-    batch: Sequence[tuple[Tensor, dict[str, Tensor]]],
-) -> tuple[Tensor, list[dict[str, Tensor]]]:
-    """Stack images ``(B, 3, S, S)``; targets stay a list (object counts differ)."""
-    images = torch.stack([item[0] for item in batch])
-    return images, [item[1] for item in batch]
 
 
 def collate_raw(batch: Sequence[tuple[Tensor, Annotation]]) -> tuple[list[Tensor], list[Annotation]]:

@@ -20,41 +20,51 @@ class LossWeights:
     classification: float = 1.0
 
 
+def paired_iou(a: Tensor, b: Tensor) -> Tensor:
+    """IoU of each box in ``a (..., 4)`` with the box at the same index in ``b``, xyxy."""
+    top_left = torch.maximum(a[..., :2], b[..., :2])
+    bottom_right = torch.minimum(a[..., 2:], b[..., 2:])
+    inter = (bottom_right - top_left).clamp(min=0).prod(-1)
+    area_a = (a[..., 2:] - a[..., :2]).clamp(min=0).prod(-1)
+    area_b = (b[..., 2:] - b[..., :2]).clamp(min=0).prod(-1)
+    return inter / (area_a + area_b - inter).clamp(min=1e-6)
+
+
 def detection_loss(
-    output: GridOutput, targets: GridTargets, weights: LossWeights = LossWeights()
+    output: GridOutput,
+    targets: GridTargets,
+    weights: LossWeights = LossWeights(),
+    iou_objectness: bool = True,
 ) -> dict[str, Tensor]:
-    """Objectness over all cells; box, GIoU and class terms over the responsible cells.
+    """Objectness over all cells; box, GIoU and class terms over the positive cells.
 
-    Every term is a sum normalised by the number of responsible cells in the batch (at least
-    one), so the loss stays finite, and the objectness term still trains, on images with no
-    objects. Returns ``{"objectness", "box", "giou", "class", "total"}`` (scalars).
+    The objectness target of a positive cell is the IoU of its predicted box with its object
+    (``iou_objectness``, detached) or 1; every other cell's is 0. Every term is a sum normalised
+    by the number of positive cells in the batch (at least one), so the loss stays finite, and
+    objectness still trains, on images with no objects. Terms are computed on every cell and
+    masked, so the step never waits on the GPU. Returns ``{"objectness", "box", "giou", "class",
+    "total"}`` (scalars).
     """
-    positive = targets.positive
-    normaliser = positive.sum().clamp(min=1).float()
-
-    objectness = (
-        F.binary_cross_entropy_with_logits(output.objectness, positive.float(), reduction="sum") / normaliser
-    )
-    if positive.any():
-        pred = output.deltas[positive]  # (P, 4)
-        target = targets.deltas[positive]
-        pred_coded = torch.cat([torch.tanh(pred[:, :2]), pred[:, 2:]], dim=1)
-        target_coded = torch.cat([torch.tanh(target[:, :2]), target[:, 2:]], dim=1)
-        box = F.smooth_l1_loss(pred_coded, target_coded, reduction="sum", beta=0.1) / normaliser
-        giou = (
-            generalized_box_iou_loss(
-                output.boxes_xyxy[positive], targets.boxes_xyxy[positive], reduction="sum"
-            )
-            / normaliser
-        )
-        classification = (
-            F.cross_entropy(output.class_logits[positive], targets.labels[positive], reduction="sum")
-            / normaliser
-        )
+    positive = targets.positive.float()
+    normaliser = positive.sum().clamp(min=1.0)
+    if iou_objectness:
+        quality = paired_iou(output.boxes_xyxy.detach(), targets.boxes_xyxy).clamp(0.0, 1.0)
+        objectness_target = positive * quality
     else:
-        # Keep the graph connected so DDP and AMP see every parameter used.
-        zero = output.deltas.sum() * 0.0 + output.class_logits.sum() * 0.0
-        box = giou = classification = zero
+        objectness_target = positive
+    objectness = (
+        F.binary_cross_entropy_with_logits(output.objectness, objectness_target, reduction="sum") / normaliser
+    )
+    pred_coded = torch.cat([torch.tanh(output.deltas[..., :2]), output.deltas[..., 2:]], dim=-1)
+    target_coded = torch.cat([torch.tanh(targets.deltas[..., :2]), targets.deltas[..., 2:]], dim=-1)
+    box_per_cell = F.smooth_l1_loss(pred_coded, target_coded, reduction="none", beta=0.1).sum(-1)
+    box = (box_per_cell * positive).sum() / normaliser
+    giou_per_cell = generalized_box_iou_loss(output.boxes_xyxy, targets.boxes_xyxy, reduction="none")
+    giou = (giou_per_cell * positive).sum() / normaliser
+    class_per_cell = F.cross_entropy(
+        output.class_logits.flatten(0, 1), targets.labels.clamp(min=0).flatten(), reduction="none"
+    ).view_as(positive)
+    classification = (class_per_cell * positive).sum() / normaliser
     total = (
         weights.objectness * objectness
         + weights.box * box

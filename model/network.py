@@ -1,10 +1,11 @@
-"""The network: a torchvision ResNet18 trunk (up to ``layer4``, stride 32) and a grid head."""
+"""The network: a torchvision ResNet18 trunk (up to ``layer4``), an optional stride-16 neck, a grid head."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models import resnet18
 
@@ -12,13 +13,35 @@ from model.config import DetectorConfig
 
 BOX_CHANNELS = 4  # tx, ty, tw, th
 TRUNK_CHANNELS = 512
+LAYER3_CHANNELS = 256
+
+
+def conv_bn_relu(in_channels: int, out_channels: int, kernel: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, kernel, padding=kernel // 2, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+    )
+
+
+class Stride16Neck(nn.Module):
+    """``layer4`` reduced by a 1x1 conv, upsampled x2, concatenated with ``layer3``, fused by a 3x3 conv."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.lateral = conv_bn_relu(TRUNK_CHANNELS, channels, 1)
+        self.fuse = conv_bn_relu(channels + LAYER3_CHANNELS, channels, 3)
+
+    def forward(self, layer3: Tensor, layer4: Tensor) -> Tensor:
+        up = F.interpolate(self.lateral(layer4), scale_factor=2.0, mode="nearest")
+        return self.fuse(torch.cat([up, layer3], dim=1))
 
 
 class GridDetector(nn.Module):
     """ResNet18 grid detector.
 
-    ``forward`` returns the raw head output, nothing decoded:
-    ``(B, 4 + 1 + C, H/32, W/32)`` with channels ``tx, ty, tw, th, objectness, class logits``.
+    ``forward`` returns the raw head output, nothing decoded: ``(B, 4 + 1 + C, H/s, W/s)``
+    (``s = config.stride``) with channels ``tx, ty, tw, th, objectness, class logits``.
     Box coding lives in :mod:`model.boxes`, the loss in :mod:`model.loss` and
     post-processing in :mod:`model.postprocess`.
     """
@@ -37,15 +60,12 @@ class GridDetector(nn.Module):
             trunk.layer3,
             trunk.layer4,
         )
+        self.neck = Stride16Neck(config.neck_channels) if config.neck_channels else None
         out_channels = BOX_CHANNELS + 1 + config.num_classes
         layers: list[nn.Module] = []
-        in_channels = TRUNK_CHANNELS
+        in_channels = config.neck_channels or TRUNK_CHANNELS
         if config.head_hidden_channels:
-            layers += [
-                nn.Conv2d(in_channels, config.head_hidden_channels, 3, padding=1, bias=False),
-                nn.BatchNorm2d(config.head_hidden_channels),
-                nn.ReLU(inplace=True),
-            ]
+            layers += list(conv_bn_relu(in_channels, config.head_hidden_channels, 3))  # flat: stable keys
             in_channels = config.head_hidden_channels
         layers.append(nn.Conv2d(in_channels, out_channels, 1))
         self.head = nn.Sequential(*layers)
@@ -62,8 +82,11 @@ class GridDetector(nn.Module):
             final.bias[BOX_CHANNELS] = -4.6
 
     def forward(self, images: Tensor) -> Tensor:
-        """images: normalized ``(B, 3, S, S)`` float -> raw grid ``(B, 5 + C, S/32, S/32)``."""
-        return self.head(self.backbone(images))
+        """images: normalized ``(B, 3, S, S)`` float -> raw grid ``(B, 5 + C, S/s, S/s)``."""
+        if self.neck is None:
+            return self.head(self.backbone(images))
+        layer3 = self.backbone[:7](images)
+        return self.head(self.neck(layer3, self.backbone[7](layer3)))
 
 
 def load_backbone_weights(network: GridDetector, path: str | Path) -> None:

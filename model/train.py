@@ -1,27 +1,34 @@
-"""Train the grid detector on VOC folders.
+"""Train the grid detector on VOC folders or packs.
 
-    python -m model.train --data VOCDEVKIT --train-split train --val-split val --out runs/NAME
+    python -m model.train --data VOCDEVKIT --train-split train --val-split val --out runs/NAME \\
+        --input-size 320 --time-budget 7200 --export runs/NAME/export
 
-Shows progress, logs every loss term, the learning rate, val mAP and a few val images with
-their predicted boxes to TensorBoard under ``--out``, keeps ``best.pt`` (by val mAP) and
-``last.pt``, resumes with ``--resume``, exports with ``--export DIR``. ``--find-lr`` runs the
-learning-rate range test instead. Under ``torchrun`` it trains with DDP on every process.
+The training images are decoded once into a uint8 bank on the training device (a VOCdevkit is
+read from disk, a pack made by ``python -m model.pack`` is decoded there, with nvJPEG on a GPU)
+and every batch is augmented there (:mod:`model.augment`): no DataLoader workers. The schedule
+(warm-up, cosine decay, mosaic switched off for the last part) runs over ``--time-budget``
+seconds of wall clock when given, else over ``--epochs``; either way the run ends with its
+schedule complete. AdamW with weight decay off norms and biases, gradient clipping, an EMA of
+the weights that validation and export use, bf16 autocast and channels_last where they pay.
+Logs every loss term, the learning rate, images/s and val mAP to TensorBoard under ``--out``;
+writes ``last.pt`` at the end (and on SIGTERM), ``best.pt`` when validating; ``--resume``
+continues; ``--export DIR`` writes the EMA weights with their card. ``--find-lr`` runs the
+learning-rate range test (:mod:`model.lr_find`) instead. Under ``torchrun`` it trains with DDP.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
-import random
 import shlex
+import signal
 import sys
 import time
 from collections.abc import Sequence
-from contextlib import nullcontext
-from dataclasses import dataclass
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,17 +36,19 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm import tqdm
 
+from model.augment import AugmentConfig, ImageBank, augment_batch, build_bank
 from model.boxes import assign_targets, split_grid
-from model.checkpoint import load_weights, save_weights
 from model.config import DetectorConfig, DetectParams
-from model.data import TrainTransform, VOCDetection, collate_train
+from model.data import VOCDetection
 from model.draw import draw_detections
-from model.evaluate import EvaluationReport, evaluate_predictor, format_table
+from model.ema import ModelEMA
+from model.evaluate import EvaluationReport, evaluate_predictor
+from model.export import export_weights
 from model.loss import detection_loss
 from model.network import GridDetector, build_network
+from model.pack import decode_packed, is_pack, read_pack
 from model.predictor import Predictor, resolve_device
 
 
@@ -53,31 +62,123 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--data", action="append", required=True, help="VOCdevkit folder; repeat for several")
+    p.add_argument(
+        "--data", action="append", required=True, help="VOCdevkit or pack folder; repeat for several"
+    )
     p.add_argument("--train-split", default="train")
-    p.add_argument("--val-split", default="val")
+    p.add_argument("--val-split", default="val", help="'' for none")
+    p.add_argument(
+        "--val-data", action="append", default=None, help="VOCdevkit for validation (default: --data's)"
+    )
     p.add_argument("--out", required=True, help="run folder: checkpoints, TensorBoard logs, plots")
     p.add_argument("--input-size", type=int, default=416)
+    p.add_argument("--neck-channels", type=int, default=256, help="0: no neck, stride-32 grid")
     p.add_argument("--head-hidden-channels", type=int, default=0)
-    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument(
+        "--cache-side", type=int, default=None, help="long side of cached images (default: input size)"
+    )
+    p.add_argument("--epochs", type=int, default=30, help="length of the schedule without --time-budget")
+    p.add_argument("--time-budget", type=float, default=None, help="seconds of wall clock for the whole run")
     p.add_argument("--batch-size", type=int, default=32, help="per process")
     p.add_argument("--lr", type=float, default=2e-3, help="peak AdamW learning rate")
-    p.add_argument("--weight-decay", type=float, default=5e-4)
-    p.add_argument("--warmup-epochs", type=float, default=1.0)
+    p.add_argument("--weight-decay", type=float, default=0.05)
+    p.add_argument("--warmup", type=float, default=0.05, help="share of the schedule spent warming up")
+    p.add_argument("--clip-grad", type=float, default=10.0)
+    p.add_argument("--ema-decay", type=float, default=0.9995, help="0: no EMA")
     p.add_argument("--no-augment", action="store_true")
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--mosaic", type=float, default=0.5, help="share of each batch made as mosaics")
+    p.add_argument(
+        "--close-mosaic", type=float, default=0.15, help="last share of the schedule without mosaic"
+    )
+    p.add_argument("--one-cell", action="store_true", help="only the centre cell trains an object")
+    p.add_argument("--binary-objectness", action="store_true", help="objectness target 1, not the IoU")
+    p.add_argument("--bf16", choices=("auto", "on", "off"), default="auto", help="auto: on for CUDA")
+    p.add_argument("--channels-last", choices=("auto", "on", "off"), default="auto", help="auto: on for CUDA")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--backbone-weights", default=None, help="local torchvision ResNet18 state dict")
-    p.add_argument("--resume", default=None, help="a last.pt/best.pt checkpoint to continue from")
-    p.add_argument("--export", default=None, help="export the best checkpoint to this weights folder")
-    p.add_argument("--eval-every", type=int, default=1, help="epochs between val evaluations")
+    p.add_argument("--resume", default=None, help="a last.pt checkpoint to continue from")
+    p.add_argument("--export", default=None, help="export the EMA weights to this weights folder")
+    p.add_argument(
+        "--export-part-mib", type=float, default=None, help="split the exported weights into parts"
+    )
+    p.add_argument("--eval-every", type=int, default=0, help="epochs between val evaluations (0: at the end)")
     p.add_argument("--limit-train", type=int, default=None, help="use only the first N train images")
     p.add_argument("--limit-val", type=int, default=None, help="use only the first N val images")
+    p.add_argument("--workers", type=int, default=2, help="DataLoader workers of validation")
+    p.add_argument("--log-images", type=int, default=4, help="val images drawn to TensorBoard")
     p.add_argument("--find-lr", action="store_true", help="run the LR range test instead of training")
     p.add_argument("--find-lr-steps", type=int, default=100)
-    p.add_argument("--log-images", type=int, default=4, help="val images drawn to TensorBoard")
     return p.parse_args(argv)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a run is made of, frozen and recorded in checkpoints and the card."""
+
+    data: tuple[str, ...]
+    val_data: tuple[str, ...]
+    train_split: str
+    val_split: str
+    out: str
+    epochs: int
+    time_budget: float | None
+    batch_size: int
+    lr: float
+    weight_decay: float
+    warmup: float
+    clip_grad: float
+    ema_decay: float
+    augment: AugmentConfig
+    close_mosaic: float
+    neighbours: bool
+    iou_objectness: bool
+    cache_side: int
+    seed: int
+    eval_every: int
+    limit_train: int | None
+    limit_val: int | None
+    workers: int
+    log_images: int
+    backbone_weights: str | None
+    export: str | None
+    export_part_mib: float | None
+    command: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, command: str) -> TrainConfig:
+        augment = AugmentConfig.none() if args.no_augment else AugmentConfig(mosaic=args.mosaic)
+        return cls(
+            data=tuple(args.data),
+            val_data=tuple(args.val_data or [root for root in args.data if not is_pack(root)]),
+            train_split=args.train_split,
+            val_split=args.val_split,
+            out=args.out,
+            epochs=args.epochs,
+            time_budget=args.time_budget,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            weight_decay=args.weight_decay,
+            warmup=args.warmup,
+            clip_grad=args.clip_grad,
+            ema_decay=args.ema_decay,
+            augment=augment,
+            close_mosaic=args.close_mosaic,
+            neighbours=not args.one_cell,
+            iou_objectness=not args.binary_objectness,
+            cache_side=args.cache_side or args.input_size,
+            seed=args.seed,
+            eval_every=args.eval_every,
+            limit_train=args.limit_train,
+            limit_val=args.limit_val,
+            workers=args.workers,
+            log_images=args.log_images,
+            backbone_weights=args.backbone_weights,
+            export=args.export,
+            export_part_mib=args.export_part_mib,
+            command=command,
+        )
 
 
 @dataclass
@@ -105,11 +206,6 @@ def setup_distributed(device_name: str) -> tuple[Distributed, torch.device]:
     return Distributed(dist.get_rank(), world_size, local_rank), device
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    torch.manual_seed(seed)
-
-
 def hardware_description(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)} (torch {torch.__version__})"
@@ -117,16 +213,18 @@ def hardware_description(device: torch.device) -> str:
     return f"CPU {cpu}, {os.cpu_count()} cores (torch {torch.__version__})"
 
 
-def lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
-    """Linear warm-up to 1, then cosine decay to 0.01 at ``total_steps``."""
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-    return 0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * progress))
+def lr_factor(progress: float, warmup: float) -> float:
+    """Linear warm-up over the first ``warmup`` of the schedule, then cosine decay to 0.02."""
+    if progress < warmup:
+        return max(progress / warmup, 0.01)
+    done = min(1.0, (progress - warmup) / max(1e-9, 1.0 - warmup))
+    return 0.02 + 0.98 * 0.5 * (1.0 + math.cos(math.pi * done))
 
 
-def make_optimizer(network: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
-    """AdamW; no weight decay on norms and biases."""
+def make_optimizer(
+    network: nn.Module, lr: float, weight_decay: float, device: torch.device
+) -> torch.optim.AdamW:
+    """AdamW, fused on CUDA; no weight decay on norms and biases."""
     decay: list[nn.Parameter] = []
     no_decay: list[nn.Parameter] = []
     for param in network.parameters():
@@ -135,31 +233,76 @@ def make_optimizer(network: nn.Module, lr: float, weight_decay: float) -> torch.
     return torch.optim.AdamW(
         [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=lr,
+        fused=device.type == "cuda",
     )
 
 
-def compute_loss(
+def load_bank(config: TrainConfig, classes: Sequence[str], device: torch.device) -> ImageBank:
+    """Every training image, decoded once into a uint8 bank on ``device`` (see :mod:`model.augment`)."""
+    images: list[Tensor] = []
+    boxes: list[Tensor] = []
+    labels: list[Tensor] = []
+    voc_roots = [root for root in config.data if not is_pack(root)]
+    for root in config.data:
+        if is_pack(root):
+            packed = read_pack(root, classes)
+            images += decode_packed(packed, device)
+            boxes += [item.boxes_xyxy for item in packed]
+            labels += [item.labels for item in packed]
+    if voc_roots:
+        dataset = VOCDetection(voc_roots, config.train_split, classes=classes)
+        for index in tqdm(range(len(dataset)), desc="decode", leave=False, disable=not sys.stderr.isatty()):
+            image, annotation = dataset[index]
+            images.append(image.to(device))
+            boxes.append(annotation.boxes_xyxy)
+            labels.append(annotation.labels)
+    if config.limit_train:
+        images, boxes, labels = (
+            images[: config.limit_train],
+            boxes[: config.limit_train],
+            labels[: config.limit_train],
+        )
+    return build_bank(images, boxes, labels, config.cache_side)
+
+
+def val_dataset(config: TrainConfig, classes: Sequence[str]) -> VOCDetection | None:
+    if not config.val_split or not config.val_data:
+        return None
+    return VOCDetection(config.val_data, config.val_split, classes=classes)
+
+
+def precision_contexts(
+    device: torch.device, bf16: str, channels_last: str
+) -> tuple[AbstractContextManager[Any], torch.memory_format]:
+    """bf16 autocast and channels_last: on for CUDA by default, off on CPU (measured slower there)."""
+    use_bf16 = bf16 == "on" or (bf16 == "auto" and device.type == "cuda")
+    use_cl = channels_last == "on" or (channels_last == "auto" and device.type == "cuda")
+    autocast: AbstractContextManager[Any] = (
+        torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
+    )
+    return autocast, torch.channels_last if use_cl else torch.contiguous_format
+
+
+def training_step_loss(
     network: nn.Module,
-    images: Tensor,
-    targets: list[dict[str, Tensor]],
-    config: DetectorConfig,
-    autocast: Any,
+    bank: ImageBank,
+    indices: Tensor,
+    config: TrainConfig,
+    detector: DetectorConfig,
+    augment: AugmentConfig,
+    generator: torch.Generator,
+    autocast: AbstractContextManager[Any],
+    memory_format: torch.memory_format,
 ) -> dict[str, Tensor]:
-    with autocast:
-        raw = network(images)  # (B, 5 + C, S/32, S/32)
-    output = split_grid(raw, config.stride)
-    grid = assign_targets(
-        [t["boxes"] for t in targets],
-        [t["labels"] for t in targets],
-        raw.shape[2],
-        raw.shape[3],
-        config.stride,
+    """Augment a batch on the bank's device, run the network, assign targets, return the loss terms."""
+    images, boxes, labels = augment_batch(
+        bank, indices, detector.input_size, augment, generator, detector.mean, detector.std
     )
-    return detection_loss(output, grid)
-
-
-def move_targets(targets: list[dict[str, Tensor]], device: torch.device) -> list[dict[str, Tensor]]:
-    return [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in targets]
+    images = images.contiguous(memory_format=memory_format)
+    with autocast:
+        raw = network(images)
+    grid = assign_targets(boxes, labels, raw.shape[2], raw.shape[3], detector.stride, config.neighbours)
+    return detection_loss(split_grid(raw, detector.stride), grid, iou_objectness=config.iou_objectness)
 
 
 def bare_network(network: nn.Module) -> GridDetector:
@@ -168,212 +311,122 @@ def bare_network(network: nn.Module) -> GridDetector:
     return inner
 
 
-def run_validation(
-    network: GridDetector,
-    val_set: VOCDetection,
-    device: torch.device,
-    args: argparse.Namespace,
-    limit: int | None,
+def validate(
+    network: GridDetector, val_set: VOCDetection, device: torch.device, config: TrainConfig
 ) -> EvaluationReport:
-    # float32 so that validating never changes the training network's dtype.
+    # float32 so that validating never changes the network's dtype.
     predictor = Predictor(network, device, dtype=torch.float32)
-    try:
-        return evaluate_predictor(
-            predictor, val_set, batch_size=args.batch_size, workers=args.workers, progress=False, limit=limit
-        )
-    finally:
-        network.train()
+    return evaluate_predictor(
+        predictor, val_set, batch_size=32, workers=config.workers, progress=False, limit=config.limit_val
+    )
 
 
 def log_val_images(
     writer: Any, network: GridDetector, val_set: VOCDetection, device: torch.device, count: int, step: int
 ) -> None:
     predictor = Predictor(network, device, dtype=torch.float32)
-    try:
-        for k in range(min(count, len(val_set))):
-            image, _ = val_set[k]
-            found = predictor(image, DetectParams(score_threshold=0.2))[0]
-            writer.add_image(f"val/{k}", draw_detections(image, found, network.config.classes), step)
-    finally:
-        network.train()
+    for k in range(min(count, len(val_set))):
+        image, _ = val_set[k]
+        found = predictor(image, DetectParams(score_threshold=0.2))[0]
+        writer.add_image(f"val/{k}", draw_detections(image, found, network.config.classes), step)
 
 
-def find_lr(
-    args: argparse.Namespace,
-    network: nn.Module,
-    loader: DataLoader,
-    config: DetectorConfig,
-    device: torch.device,
-    autocast: Any,
-    out: Path,
-) -> float:
-    """LR range test: raise the LR exponentially each step, record the smoothed loss, plot it.
+class StopFlag:
+    """Set by SIGTERM/SIGINT so the loop ends at the next step and the run still saves."""
 
-    The suggestion is the LR where the smoothed loss falls fastest, the usual reading of the plot.
-    """
-    import matplotlib
+    def __init__(self) -> None:
+        self.set = False
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    def install(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._handle)
 
-    lr_min, lr_max, steps = 1e-6, 1.0, args.find_lr_steps
-    optimizer = make_optimizer(network, lr_min, args.weight_decay)
-    lrs: list[float] = []
-    losses: list[float] = []
-    smoothed, best = 0.0, math.inf
-    batches = iter(loader)
-    for step in tqdm(range(steps), desc="find-lr"):
-        lr = lr_min * (lr_max / lr_min) ** (step / max(1, steps - 1))
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        try:
-            images, targets = next(batches)
-        except StopIteration:
-            batches = iter(loader)
-            images, targets = next(batches)
-        loss = compute_loss(network, images.to(device), move_targets(targets, device), config, autocast)[
-            "total"
-        ]
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        value = float(loss.detach())
-        smoothed = 0.9 * smoothed + 0.1 * value if step else value
-        debiased = smoothed / (1 - 0.9 ** (step + 1))
-        lrs.append(lr)
-        losses.append(debiased)
-        best = min(best, debiased)
-        if not math.isfinite(value) or debiased > 4 * best:
-            break
-    # Steepest descent of the smoothed loss against log(lr), ignoring the last tenth (divergence).
-    usable = max(3, int(len(losses) * 0.9))
-    slopes = [
-        (losses[k + 1] - losses[k - 1]) / (math.log(lrs[k + 1]) - math.log(lrs[k - 1]))
-        for k in range(1, min(usable, len(losses) - 1))
-    ]
-    suggestion = lrs[1 + min(range(len(slopes)), key=slopes.__getitem__)] if slopes else lrs[0]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(lrs, losses)
-    ax.axvline(suggestion, color="red", linestyle="--", label=f"suggested {suggestion:.2e}")
-    ax.set_xscale("log")
-    ax.set_xlabel("learning rate")
-    ax.set_ylabel("smoothed loss")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "lr_find.png", dpi=100)
-    (out / "lr_find.json").write_text(json.dumps({"suggested_lr": suggestion, "lr": lrs, "loss": losses}))
-    print(f"suggested learning rate {suggestion:.3e}; plot {out / 'lr_find.png'}")
-    return suggestion
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.set = True
 
 
-def export(
-    checkpoint_path: Path,
-    export_dir: Path,
-    val_set: VOCDetection | None,
-    device: torch.device,
-    args: argparse.Namespace,
-) -> dict[str, Any]:
-    """Write the checkpoint's weights (fp16) with a card, then evaluate the exported files.
+@dataclass
+class Progress:
+    """Where the run is: updated every step, saved in checkpoints."""
 
-    The card's mAP is measured on the exported weights through the serving predictor, so
-    ``python -m model.evaluate`` on the same split gives the same figures.
-    """
-    state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
-    config = DetectorConfig.from_dict(state["config"])
-    network = build_network(config)
-    network.load_state_dict(state["model"])
-    card: dict[str, Any] = {
-        **state["card"],
-        "checkpoint_epoch": state["epoch"],
-        "exported_from": str(checkpoint_path),
-    }
-    save_weights(export_dir, network, card)
-    if val_set is not None:
-        loaded = load_weights(export_dir, expected_classes=config.classes)
-        predictor = Predictor(loaded.network, device, backend="auto")  # as the service runs it
-        report = evaluate_predictor(
-            predictor, val_set, batch_size=args.batch_size, workers=args.workers, progress=False
-        )
-        card["val"] = {
-            "split": args.val_split,
-            "images": report.images,
-            "map50": round(report.result.map50, 6),
-            "ap50_per_class": {k: None if v is None else round(v, 6) for k, v in report.result.ap.items()},
-            "evaluated_on": f"{predictor.device} {str(predictor.dtype).removeprefix('torch.')}",
-            "metric": "VOC all-point AP at IoU 0.5, difficult ignored",
-        }
-        meta = json.loads((export_dir / "model.json").read_text())
-        meta["card"] = card
-        (export_dir / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
-        print(format_table(report.result))
-    print(f"exported {checkpoint_path} -> {export_dir}")
-    return card
+    step: int = 0
+    images_seen: int = 0
+    seconds: float = 0.0
+    epoch: int = 0
+    best_map: float = -1.0
+
+    def fraction(self, config: TrainConfig, steps_per_epoch: int) -> float:
+        if config.time_budget:
+            return self.seconds / config.time_budget
+        return self.step / max(1, config.epochs * steps_per_epoch)
 
 
 def train(args: argparse.Namespace, argv: Sequence[str] = ()) -> int:
     dist_info, device = setup_distributed(args.device)
-    seed_everything(args.seed + dist_info.rank)
-    out = Path(args.out)
+    command = "python -m model.train " + shlex.join(argv)
+    config = TrainConfig.from_args(args, command)
+    torch.manual_seed(config.seed + dist_info.rank)
+    out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    resume_state = torch.load(args.resume, map_location="cpu", weights_only=True) if args.resume else None
-    if resume_state is not None:
-        config = DetectorConfig.from_dict(resume_state["config"])
+    resume = torch.load(args.resume, map_location="cpu", weights_only=True) if args.resume else None
+    if resume is not None:
+        detector = DetectorConfig.from_dict(resume["config"])
     else:
-        config = DetectorConfig(input_size=args.input_size, head_hidden_channels=args.head_hidden_channels)
-
-    train_set = VOCDetection(
-        args.data,
-        args.train_split,
-        TrainTransform(config.input_size, not args.no_augment),
-        classes=config.classes,
-    )
-    train_data: VOCDetection | Subset[Any] = train_set
-    if args.limit_train:
-        train_data = Subset(train_set, range(min(args.limit_train, len(train_set))))
-    val_set = VOCDetection(args.data, args.val_split, classes=config.classes) if args.val_split else None
-    sampler: DistributedSampler[Any] | None = (
-        DistributedSampler(train_data, seed=args.seed) if dist_info.world_size > 1 else None
-    )
-    loader = DataLoader(
-        train_data,
-        batch_size=args.batch_size,
-        shuffle=sampler is None,
-        sampler=sampler,
-        num_workers=args.workers,
-        collate_fn=collate_train,
-        drop_last=len(train_data) > args.batch_size,
-        pin_memory=device.type == "cuda",
-        persistent_workers=args.workers > 0,
-    )
-
-    network: nn.Module = build_network(config, args.backbone_weights).to(device)
-    if device.type == "cuda":
-        network = network.to(memory_format=torch.channels_last)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+        detector = DetectorConfig(
+            input_size=args.input_size,
+            neck_channels=args.neck_channels,
+            head_hidden_channels=args.head_hidden_channels,
+        )
+    autocast, memory_format = precision_contexts(device, args.bf16, args.channels_last)
+    start = time.perf_counter()
+    bank = load_bank(config, detector.classes, device)
+    load_seconds = time.perf_counter() - start
+    val_set = val_dataset(config, detector.classes) if dist_info.is_main else None
+    network: nn.Module = build_network(detector, config.backbone_weights).to(device)
+    network = network.to(memory_format=memory_format)  # type: ignore[call-overload]
+    generator = torch.Generator(device=device).manual_seed(config.seed * 1000 + dist_info.rank)
 
     if args.find_lr:
+        from model.lr_find import find_lr
+
         if dist_info.is_main:
-            find_lr(args, network, loader, config, device, autocast, out)
+
+            def loss_fn(indices: Tensor) -> Tensor:
+                return training_step_loss(
+                    network,
+                    bank,
+                    indices,
+                    config,
+                    detector,
+                    config.augment,
+                    generator,
+                    autocast,
+                    memory_format,
+                )["total"]
+
+            find_lr(
+                network,
+                loss_fn,
+                len(bank),
+                config.batch_size,
+                config.weight_decay,
+                device,
+                out,
+                args.find_lr_steps,
+                generator,
+            )
         return 0
 
-    optimizer = make_optimizer(network, args.lr, args.weight_decay)
-    steps_per_epoch = max(1, len(loader))
-    total_steps = args.epochs * steps_per_epoch
-    warmup_steps = max(1, int(args.warmup_epochs * steps_per_epoch))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(step, warmup_steps, total_steps)
-    )
-    start_epoch, best_map, train_seconds, images_seen = 0, -1.0, 0.0, 0
-    command = "python -m model.train " + shlex.join(argv)
-    if resume_state is not None:
-        network.load_state_dict(resume_state["model"])
-        optimizer.load_state_dict(resume_state["optimizer"])
-        scheduler.load_state_dict(resume_state["scheduler"])
-        start_epoch = int(resume_state["epoch"]) + 1
-        best_map = float(resume_state["best_map"])
-        train_seconds = float(resume_state["card"]["training_seconds"])
-        images_seen = int(resume_state["card"]["images_seen"])
-        command = f"{resume_state['card']['command']} ; resumed after epoch {start_epoch} with: {command}"
+    optimizer = make_optimizer(network, config.lr, config.weight_decay, device)
+    ema = ModelEMA(network, config.ema_decay) if config.ema_decay > 0 else None
+    progress = Progress()
+    if resume is not None:
+        network.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        if ema is not None and resume.get("ema") is not None:
+            ema.load_state_dict(resume["ema"])
+        progress = Progress(**resume["progress"])
+        config = replace(config, command=f"{resume['card']['command']} ; resumed with: {command}")
     if dist_info.world_size > 1:
         network = DistributedDataParallel(
             network, device_ids=[device.index] if device.type == "cuda" else None
@@ -384,110 +437,193 @@ def train(args: argparse.Namespace, argv: Sequence[str] = ()) -> int:
         from torch.utils.tensorboard import SummaryWriter
 
         writer = SummaryWriter(str(out / "tensorboard"))
-    step = start_epoch * steps_per_epoch
-    card: dict[str, Any] = {}
-    for epoch in range(start_epoch, args.epochs):
-        network.train()
-        if sampler is not None:
-            sampler.set_epoch(epoch)
+    stop = StopFlag()
+    stop.install()
+    share = len(bank) // dist_info.world_size
+    batch = min(config.batch_size, share)
+    steps_per_epoch = max(1, share // batch)
+    shuffle = torch.Generator(device=device).manual_seed(config.seed)
+    plain = AugmentConfig(**{**asdict(config.augment), "mosaic": 0.0})
+    print(
+        f"training {len(bank)} images ({load_seconds:.1f} s to load) on {hardware_description(device)}, "
+        f"batch {batch} x {dist_info.world_size}, input {detector.input_size}, stride {detector.stride}, "
+        + (f"budget {config.time_budget:.0f} s" if config.time_budget else f"{config.epochs} epochs"),
+        flush=True,
+    )
+    print(
+        f"{'epoch':>5} {'images/s':>9} {'loss':>7} {'obj':>6} {'box':>6} {'giou':>6} {'cls':>6} "
+        f"{'lr':>8} {'seconds':>8}",
+        flush=True,
+    )
+    report: EvaluationReport | None = None
+    network.train()
+    done = progress.fraction(config, steps_per_epoch) >= 1.0
+    run_start, seconds_before = time.perf_counter(), progress.seconds
+    while not done and not stop.set:
+        # One permutation on every process (same seed), each process taking its share.
+        order = torch.randperm(len(bank), generator=shuffle, device=device)[
+            dist_info.rank :: dist_info.world_size
+        ]
+        sums = torch.zeros(5, device=device)
+        steps = 0
         epoch_start = time.perf_counter()
         epoch_images = 0
-        bar = tqdm(
-            loader, desc=f"epoch {epoch + 1}/{args.epochs}", disable=not dist_info.is_main, dynamic_ncols=True
-        )
-        for images, targets in bar:
-            images = images.to(device, non_blocking=True)
-            if device.type == "cuda":
-                images = images.contiguous(memory_format=torch.channels_last)
-            terms = compute_loss(network, images, move_targets(targets, device), config, autocast)
-            if not torch.isfinite(terms["total"]):
-                raise NonFiniteLossError(
-                    f"non-finite loss at epoch {epoch + 1}, step {step}: "
-                    f"{ {k: float(v) for k, v in terms.items()} }; lower --lr or check the data"
-                )
+        for first in range(0, len(order) - batch + 1, batch):
+            if dist_info.world_size > 1:  # every process must stop at the same step
+                shared = torch.tensor([progress.seconds, float(stop.set)], device=device)
+                dist.all_reduce(shared, op=dist.ReduceOp.MAX)
+                progress.seconds, stop.set = float(shared[0]), bool(shared[1])
+            fraction = progress.fraction(config, steps_per_epoch)
+            if fraction >= 1.0 or stop.set:
+                done = True
+                break
+            lr = config.lr * lr_factor(fraction, config.warmup)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            augment = plain if fraction >= 1.0 - config.close_mosaic else config.augment
+            terms = training_step_loss(
+                network,
+                bank,
+                order[first : first + batch],
+                config,
+                detector,
+                augment,
+                generator,
+                autocast,
+                memory_format,
+            )
             optimizer.zero_grad(set_to_none=True)
             terms["total"].backward()
-            nn.utils.clip_grad_norm_(network.parameters(), 10.0)
+            if config.clip_grad:
+                nn.utils.clip_grad_norm_(network.parameters(), config.clip_grad)
             optimizer.step()
-            scheduler.step()
-            step += 1
-            epoch_images += images.shape[0] * dist_info.world_size
-            if writer is not None and step % 10 == 0:
-                for name, value in terms.items():
-                    writer.add_scalar(f"loss/{name}", float(value), step)
-                writer.add_scalar("lr", scheduler.get_last_lr()[0], step)
-            bar.set_postfix(
-                loss=f"{float(terms['total'].detach()):.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}"
-            )
+            if ema is not None:
+                ema.update(bare_network(network))
+            sums += torch.stack([terms[k].detach() for k in ("total", "objectness", "box", "giou", "class")])
+            steps += 1
+            progress.step += 1
+            progress.images_seen += batch * dist_info.world_size
+            epoch_images += batch * dist_info.world_size
+            progress.seconds = seconds_before + time.perf_counter() - run_start
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        epoch_seconds = time.perf_counter() - epoch_start
-        train_seconds += epoch_seconds
-        images_seen += epoch_images
-        if not dist_info.is_main:
-            continue
-        assert writer is not None
-        writer.add_scalar("train/images_per_second", epoch_images / epoch_seconds, epoch + 1)
-        inner = bare_network(network)
-        val_map = None
-        last = epoch + 1 == args.epochs
-        if val_set is not None and ((epoch + 1) % args.eval_every == 0 or last):
-            report = run_validation(inner, val_set, device, args, args.limit_val)
-            val_map = report.result.map50
-            writer.add_scalar("val/map50", val_map, epoch + 1)
-            log_val_images(writer, inner, val_set, device, args.log_images, epoch + 1)
-            tqdm.write(
-                f"epoch {epoch + 1}: val mAP@0.5 {val_map:.4f} ({report.images} images), "
-                f"{epoch_images / epoch_seconds:.1f} train images/s"
+        elapsed = time.perf_counter() - epoch_start
+        progress.seconds = seconds_before + time.perf_counter() - run_start
+        if steps == 0:
+            break
+        progress.epoch += 1
+        means = (sums / steps).tolist()
+        if not all(math.isfinite(v) for v in means):
+            raise NonFiniteLossError(
+                f"non-finite loss in epoch {progress.epoch}: {means}; lower --lr or check the data"
             )
-        card = {
-            "data": [str(d) for d in args.data],
-            "train_split": args.train_split,
-            "val_split": args.val_split,
-            "train_images": len(train_data),
-            "command": command,
-            "hardware": hardware_description(device),
-            "processes": dist_info.world_size,
-            "epochs": epoch + 1,
-            "input_size": config.input_size,
-            "batch_size": args.batch_size * dist_info.world_size,
-            "lr": args.lr,
-            "augment": not args.no_augment,
-            "backbone_init": args.backbone_weights or "random (from scratch)",
-            "training_seconds": round(train_seconds, 1),
-            "images_seen": images_seen,
-            "train_images_per_second": round(images_seen / max(train_seconds, 1e-9), 2),
-            "seed": args.seed,
-        }
-        state = {
-            "model": inner.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "epoch": epoch,
-            "best_map": max(best_map, val_map if val_map is not None else -1.0),
-            "config": config.to_dict(),
-            "card": card,
-        }
-        torch.save(state, out / "last.pt")
-        if val_map is not None and val_map > best_map:
-            best_map = val_map
-            torch.save(state, out / "best.pt")
-            tqdm.write(f"epoch {epoch + 1}: new best val mAP@0.5 {val_map:.4f} -> {out / 'best.pt'}")
-    if writer is not None:
-        writer.close()
+        rate = epoch_images / max(elapsed, 1e-9)
+        if dist_info.is_main:
+            print(
+                f"{progress.epoch:>5} {rate:>9.1f} "
+                + " ".join(f"{v:>6.3f}" for v in means)
+                + f" {lr:>8.2e} {progress.seconds:>8.1f}",
+                flush=True,
+            )
+            assert writer is not None
+            for name, value in zip(("total", "objectness", "box", "giou", "class"), means, strict=True):
+                writer.add_scalar(f"loss/{name}", value, progress.step)
+            writer.add_scalar("lr", lr, progress.step)
+            writer.add_scalar("train/images_per_second", rate, progress.step)
+            evaluated = ema.module if ema is not None else bare_network(network)
+            assert isinstance(evaluated, GridDetector)
+            if (
+                val_set is not None
+                and config.eval_every
+                and progress.epoch % config.eval_every == 0
+                and not done
+            ):
+                report = validate(evaluated, val_set, device, config)
+                progress.best_map = max(progress.best_map, report.result.map50)
+                writer.add_scalar("val/map50", report.result.map50, progress.step)
+                print(f"epoch {progress.epoch}: val mAP@0.5 {report.result.map50:.4f} (EMA)", flush=True)
+                network.train()
+    if stop.set:
+        print("stopped by a signal: saving what was trained", flush=True)
+    if not dist_info.is_main:
+        if dist_info.world_size > 1:
+            dist.barrier()
+            dist.destroy_process_group()
+        return 0
+    final = ema.module if ema is not None else bare_network(network)
+    assert isinstance(final, GridDetector)
+    card = make_card(config, detector, device, dist_info, progress, len(bank), ema is not None)
+    state = {
+        "model": bare_network(network).state_dict(),
+        "ema": ema.state_dict() if ema is not None else None,
+        "optimizer": optimizer.state_dict(),
+        "progress": asdict(progress),
+        "config": detector.to_dict(),
+        "card": card,
+    }
+    torch.save(state, out / "last.pt")
+    assert writer is not None
+    if val_set is not None:
+        report = validate(final, val_set, device, config)
+        writer.add_scalar("val/map50", report.result.map50, progress.step)
+        log_val_images(writer, final, val_set, device, config.log_images, progress.step)
+        print(
+            f"final val mAP@0.5 {report.result.map50:.4f} ({report.images} images, EMA weights)", flush=True
+        )
+    writer.close()
     if dist_info.world_size > 1:
         dist.barrier()
         dist.destroy_process_group()
-    if args.export and dist_info.is_main:
-        best = out / "best.pt" if (out / "best.pt").exists() else out / "last.pt"
-        export(
-            best,
-            Path(args.export),
+    if config.export:
+        export_weights(
+            final,
+            Path(config.export),
+            card,
             val_set,
-            device if dist_info.world_size == 1 else resolve_device("auto"),
-            args,
+            part_mib=config.export_part_mib,
+            limit_val=config.limit_val,
+            workers=config.workers,
         )
     return 0
+
+
+def make_card(
+    config: TrainConfig,
+    detector: DetectorConfig,
+    device: torch.device,
+    dist_info: Distributed,
+    progress: Progress,
+    train_images: int,
+    ema: bool,
+) -> dict[str, Any]:
+    return {
+        "data": list(config.data),
+        "train_split": config.train_split,
+        "val_split": config.val_split,
+        "train_images": train_images,
+        "command": config.command,
+        "hardware": hardware_description(device),
+        "processes": dist_info.world_size,
+        "epochs": round(progress.images_seen / max(1, train_images), 2),
+        "steps": progress.step,
+        "input_size": detector.input_size,
+        "stride": detector.stride,
+        "batch_size": config.batch_size * dist_info.world_size,
+        "lr": config.lr,
+        "weight_decay": config.weight_decay,
+        "ema_decay": config.ema_decay if ema else None,
+        "weights": "EMA" if ema else "last step",
+        "augment": asdict(config.augment),
+        "close_mosaic": config.close_mosaic,
+        "assignment": "centre + 2 nearest cells" if config.neighbours else "centre cell",
+        "objectness_target": "IoU" if config.iou_objectness else "1",
+        "time_budget_seconds": config.time_budget,
+        "backbone_init": config.backbone_weights or "random (from scratch)",
+        "training_seconds": round(progress.seconds, 1),
+        "images_seen": progress.images_seen,
+        "train_images_per_second": round(progress.images_seen / max(progress.seconds, 1e-9), 2),
+        "seed": config.seed,
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -181,6 +181,7 @@ def main() -> int:
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "VOCdevkit")
     parser.add_argument("--samples", type=Path, default=ROOT.parent / "shared" / "samples")
     parser.add_argument("--images", type=int, default=200, help="VOC val JPEGs to cycle through")
+    parser.add_argument("--jpegs", type=Path, default=None, help="use the *.jpg of this folder instead")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 16, 32, 64])
     parser.add_argument(
         "--requests", type=int, default=0, help="per level (default: max(300, 8 x concurrency))"
@@ -195,7 +196,10 @@ def main() -> int:
     args = parser.parse_args()
 
     device = resolve_device(args.device)
-    images = real_jpegs(args.data, args.samples, args.images)
+    if args.jpegs is not None:
+        images = [(p.name, p.read_bytes()) for p in sorted(args.jpegs.glob("*.jpg"))[: args.images]]
+    else:
+        images = real_jpegs(args.data, args.samples, args.images)
     machine = (
         torch.cuda.get_device_name(device)
         if device.type == "cuda"

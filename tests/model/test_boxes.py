@@ -1,7 +1,7 @@
 import torch
 from torch.testing import assert_close
 
-from model.boxes import assign_targets, cell_centres, decode_boxes, encode_boxes, split_grid
+from model.boxes import assign_targets, cell_centres, decode_boxes, encode_boxes, pad_boxes, split_grid
 
 
 def random_boxes(n: int, size: float = 416.0) -> torch.Tensor:
@@ -37,7 +37,7 @@ def test_cell_centres_are_row_major():
 
 def test_assign_puts_each_box_in_the_cell_holding_its_centre():
     boxes = torch.tensor([[40.0, 70.0, 60.0, 90.0]])  # centre (50, 80) -> column 1, row 2 at stride 32
-    targets = assign_targets([boxes], [torch.tensor([7])], 4, 4, 32)
+    targets = assign_targets(*pad_boxes([boxes], [torch.tensor([7])]), 4, 4, 32, neighbours=False)
     assert targets.positive.sum() == 1
     index = 2 * 4 + 1
     assert targets.positive[0, index]
@@ -52,18 +52,40 @@ def test_smaller_box_wins_a_shared_cell():
     small = torch.tensor([20.0, 20.0, 30.0, 30.0])  # centre (25, 25): cell 0
     for order in ([big, small], [small, big]):
         labels = torch.tensor([1, 2]) if order[0] is big else torch.tensor([2, 1])
-        targets = assign_targets([torch.stack(order)], [labels], 2, 2, 32)
+        targets = assign_targets(*pad_boxes([torch.stack(order)], [labels]), 2, 2, 32)
         assert targets.labels[0, 0] == 2
 
 
+def test_neighbours_are_the_two_nearest_cells_and_decode_to_the_box():
+    # centre (50, 75) at stride 32: cell (1, 2), right of its cell's middle in x, above it in y
+    boxes = torch.tensor([[[40.0, 65.0, 60.0, 85.0]]])
+    targets = assign_targets(boxes, torch.tensor([[7]]), 4, 4, 32)
+    cells = sorted(targets.positive[0].nonzero().flatten().tolist())
+    assert cells == sorted([2 * 4 + 1, 2 * 4 + 2, 1 * 4 + 1])
+    for index in cells:
+        assert targets.labels[0, index] == 7
+        decoded = decode_boxes(targets.deltas[0, index], cell_centres(4, 4)[index], 32)
+        assert_close(decoded, boxes[0, 0], atol=1e-2, rtol=0)
+
+
+def test_a_centre_claim_beats_a_smaller_neighbour_claim():
+    big = torch.tensor([0.0, 0.0, 60.0, 60.0])  # centre (30, 30): cell 0
+    small = torch.tensor([36.0, 2.0, 44.0, 10.0])  # centre (40, 6): cell 1, neighbour cell 0
+    targets = assign_targets(*pad_boxes([torch.stack([small, big])], [torch.tensor([3, 9])]), 2, 2, 32)
+    assert targets.labels[0, 0] == 9 and targets.labels[0, 1] == 3
+
+
+def test_padding_and_boxes_outside_never_train():
+    boxes = torch.tensor([[[10.0, 10.0, 20.0, 20.0], [0.0, 0.0, 0.0, 0.0], [5.0, 5.0, 9.0, 9.0]]])
+    targets = assign_targets(boxes, torch.tensor([[2, 4, -1]]), 2, 2, 32)
+    assert set(targets.labels[targets.positive].tolist()) == {2}
+
+
 def test_assign_handles_images_without_objects():
-    targets = assign_targets(
-        [torch.zeros(0, 4), random_boxes(3, 64)],
-        [torch.zeros(0, dtype=torch.long), torch.tensor([0, 1, 2])],
-        2,
-        2,
-        32,
+    padded = pad_boxes(
+        [torch.zeros(0, 4), random_boxes(3, 64)], [torch.zeros(0, dtype=torch.long), torch.tensor([0, 1, 2])]
     )
+    targets = assign_targets(*padded, 2, 2, 32)
     assert not targets.positive[0].any()
     assert targets.positive[1].sum() >= 1
     assert torch.isfinite(targets.deltas).all()

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from model.data import TrainTransform, VOCDetection, collate_train, list_samples, parse_annotation
+from model.data import VOCDetection, list_samples, parse_annotation
 from model.synthetic import make_synthetic_voc
 
 
@@ -56,34 +56,3 @@ def test_difficult_flag_survives_the_generator(tmp_path: Path):
     root = make_synthetic_voc(tmp_path, {"train": 30}, difficult_rate=0.5, seed=4)
     flags = torch.cat([a.difficult for a in (VOCDetection([root], "train").annotation(k) for k in range(30))])
     assert flags.any() and not flags.all()
-
-
-def test_train_transform_keeps_boxes_on_their_objects(voc_root: Path):
-    plain = VOCDetection([voc_root], "train", TrainTransform(64, augment=False))
-    raw = VOCDetection([voc_root], "train")
-    image, target = plain[0]
-    _, annotation = raw[0]
-    assert image.shape == (3, 64, 64) and image.dtype == torch.float32
-    scale = 64 / max(annotation.width, annotation.height)
-    pad_x = (64 - round(annotation.width * scale)) // 2
-    pad_y = (64 - round(annotation.height * scale)) // 2
-    expected = annotation.boxes_xyxy * torch.tensor(
-        [
-            round(annotation.width * scale) / annotation.width,
-            round(annotation.height * scale) / annotation.height,
-        ]
-        * 2
-    ) + torch.tensor([pad_x, pad_y, pad_x, pad_y])
-    torch.testing.assert_close(target["boxes"], expected, atol=1e-3, rtol=0)
-
-
-def test_augmented_batches_collate(voc_root: Path):
-    torch.manual_seed(0)
-    data = VOCDetection([voc_root], "train", TrainTransform(64, augment=True))
-    images, targets = collate_train([data[k] for k in range(8)])
-    assert images.shape == (8, 3, 64, 64)
-    for target in targets:
-        boxes = target["boxes"]
-        assert len(boxes) == len(target["labels"])
-        assert ((boxes >= 0) & (boxes <= 64)).all()
-        assert (boxes[:, 2] > boxes[:, 0]).all() and (boxes[:, 3] > boxes[:, 1]).all()

@@ -4,12 +4,13 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from model import evaluate, stats, train
+from model import evaluate, pack, stats, train
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -37,13 +38,14 @@ def train_args(voc_root: Path, out: Path, *extra: str) -> list[str]:
 def test_train_export_and_evaluate_agree(voc_root: Path, tmp_path: Path, capsys):
     out, weights = tmp_path / "run", tmp_path / "weights"
     assert train.main(train_args(voc_root, out, "--epochs", "2", "--export", str(weights))) == 0
-    assert (out / "best.pt").exists() and (out / "last.pt").exists()
+    state = torch.load(out / "last.pt", weights_only=True)
+    assert state["progress"]["epoch"] == 2 and state["ema"]["updates"] == state["progress"]["step"] == 6
     assert any((out / "tensorboard").iterdir())
-    card = json.loads((weights / "model.json").read_text())["card"]
-    assert card["epochs"] == card["checkpoint_epoch"] + 1 and card["val"]["images"] == 8
-    assert set(card["val"]["ap50_per_class"]) == set(
-        json.loads((weights / "model.json").read_text())["classes"]
-    )
+    meta = json.loads((weights / "model.json").read_text())
+    card = meta["card"]
+    assert card["epochs"] == 2 and card["weights"] == "EMA" and card["val"]["images"] == 8
+    assert meta["architecture"]["stride"] == 16 and meta["architecture"]["neck_channels"] == 256
+    assert set(card["val"]["ap50_per_class"]) == set(meta["classes"])
     capsys.readouterr()
     assert (
         evaluate.main(
@@ -69,18 +71,92 @@ def test_train_export_and_evaluate_agree(voc_root: Path, tmp_path: Path, capsys)
     assert report["map50"] == pytest.approx(card["val"]["map50"], abs=1e-6)
 
 
-def test_resume_continues_from_the_saved_epoch(voc_root: Path, tmp_path: Path):
+def test_a_time_budget_ends_the_run_on_time_with_its_schedule_complete(
+    voc_root: Path, tmp_path: Path, capsys
+):
     out = tmp_path / "run"
-    train.main(train_args(voc_root, out, "--epochs", "1", "--limit-train", "8"))
+    start = time.perf_counter()
+    assert train.main(train_args(voc_root, out, "--time-budget", "6", "--val-split", "")) == 0
+    elapsed = time.perf_counter() - start
+    state = torch.load(out / "last.pt", weights_only=True)
+    # It stops at the first step after the budget: over by at most one step (slow on a busy CPU).
+    assert 6.0 <= state["progress"]["seconds"] < elapsed < 60
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()[:1].isdigit()]
+    final_lr = float(lines[-1].split()[-2])
+    assert final_lr < 0.1 * 1e-3  # the cosine reached its end
+
+
+def test_resume_continues_from_the_saved_step(voc_root: Path, tmp_path: Path):
+    out = tmp_path / "run"
+    train.main(train_args(voc_root, out, "--epochs", "1", "--limit-train", "8", "--val-split", ""))
     first = torch.load(out / "last.pt", weights_only=True)
-    assert first["epoch"] == 0
+    assert first["progress"]["epoch"] == 1
     train.main(
-        train_args(voc_root, out, "--epochs", "2", "--limit-train", "8", "--resume", str(out / "last.pt"))
+        train_args(
+            voc_root,
+            out,
+            "--epochs",
+            "2",
+            "--limit-train",
+            "8",
+            "--val-split",
+            "",
+            "--resume",
+            str(out / "last.pt"),
+        )
     )
     second = torch.load(out / "last.pt", weights_only=True)
-    assert second["epoch"] == 1
-    assert second["card"]["images_seen"] == 2 * first["card"]["images_seen"]
-    assert second["scheduler"]["last_epoch"] == 2 * first["scheduler"]["last_epoch"]
+    assert second["progress"]["epoch"] == 2
+    assert second["progress"]["images_seen"] == 2 * first["progress"]["images_seen"]
+    assert second["ema"]["updates"] == 2 * first["ema"]["updates"]
+    assert "resumed with" in second["card"]["command"]
+
+
+def test_train_takes_a_pack_and_exports_in_parts_that_join(voc_root: Path, tmp_path: Path):
+    pack_dir, out = tmp_path / "pack", tmp_path / "run"
+    assert (
+        pack.main(
+            [
+                "write",
+                "--data",
+                str(voc_root),
+                "--split",
+                "train",
+                "--out",
+                str(pack_dir),
+                "--long-side",
+                "64",
+                "--part-mib",
+                "0.01",
+            ]
+        )
+        == 0
+    )
+    assert len(list(pack_dir.glob("part-*.bin"))) >= 2
+    split, whole = tmp_path / "split", tmp_path / "whole"
+    args = ["--epochs", "1", "--val-data", str(voc_root), "--limit-val", "4"]
+    assert (
+        train.main(train_args(pack_dir, out, *args, "--export", str(split), "--export-part-mib", "0.5")) == 0
+    )
+    assert not (split / "model.safetensors").exists() and len(list(split.glob("model.safetensors.*"))) > 2
+    assert all(p.stat().st_size <= 0.5 * 2**20 for p in split.glob("model.safetensors.*"))
+    state = torch.load(out / "last.pt", weights_only=True)
+    assert state["card"]["train_images"] == 24
+    from model.checkpoint import join_weights, load_weights
+    from model.config import DetectorConfig
+    from model.ema import ModelEMA
+    from model.export import export_weights
+    from model.network import build_network
+
+    network = build_network(DetectorConfig.from_dict(state["config"]))
+    ema = ModelEMA(network)
+    ema.load_state_dict(state["ema"])
+    card = json.loads((split / "model.json").read_text())["card"]
+    export_weights(ema.module, whole, {k: v for k, v in card.items() if k != "val"}, None)
+    join_weights(split)
+    assert (split / "model.safetensors").read_bytes() == (whole / "model.safetensors").read_bytes()
+    assert sorted(p.name for p in split.iterdir()) == ["model.json", "model.safetensors"]
+    load_weights(split)
 
 
 def test_find_lr_writes_a_plot_and_a_suggestion(voc_root: Path, tmp_path: Path):
@@ -117,7 +193,7 @@ def test_ddp_with_two_cpu_processes(voc_root: Path, tmp_path: Path):
     assert done.returncode == 0, done.stderr[-3000:]
     state = torch.load(out / "last.pt", weights_only=True)
     assert state["card"]["processes"] == 2
-    assert state["card"]["images_seen"] == 24  # each process saw half of the 24 train images
+    assert state["progress"]["images_seen"] == 24  # each process saw half of the 24 train images
 
 
 def test_predict_draws_boxes_on_files(tmp_path: Path, capsys):

@@ -5,7 +5,7 @@ import torch
 from torch.testing import assert_close
 from torchvision.models import resnet18
 
-from model.boxes import assign_targets, split_grid
+from model.boxes import assign_targets, pad_boxes, split_grid
 from model.config import DetectorConfig
 from model.loss import detection_loss
 from model.network import build_network
@@ -16,9 +16,32 @@ def test_forward_returns_the_raw_grid(tiny_network):
     assert raw.shape == (3, 4 + 1 + 20, 2, 2)
 
 
-def test_input_size_must_be_a_multiple_of_the_stride():
-    with pytest.raises(ValueError, match="multiple of the stride"):
+def test_input_size_must_be_a_multiple_of_32():
+    with pytest.raises(ValueError, match="multiple of 32"):
         DetectorConfig(input_size=100)
+    with pytest.raises(ValueError, match="multiple of 32"):
+        DetectorConfig(input_size=80, neck_channels=64)
+
+
+def test_the_neck_gives_a_stride_16_grid():
+    config = DetectorConfig(input_size=64, neck_channels=32, head_hidden_channels=16)
+    assert config.stride == 16 and config.grid_size == 4
+    raw = build_network(config)(torch.randn(2, 3, 64, 64))
+    assert raw.shape == (2, 25, 4, 4)
+
+
+def test_configs_saved_before_the_neck_load_as_stride_32():
+    old = {
+        "input_size": 224,
+        "stride": 32,
+        "head_hidden_channels": 0,
+        "classes": list(DetectorConfig().classes),
+    }
+    assert DetectorConfig.from_dict(old).stride == 32
+    with pytest.raises(ValueError, match="stride"):
+        DetectorConfig.from_dict({**old, "stride": 16})
+    round_trip = DetectorConfig(neck_channels=128)
+    assert DetectorConfig.from_dict(round_trip.to_dict()) == round_trip
 
 
 def test_local_backbone_weights_are_loaded(tmp_path: Path):
@@ -40,7 +63,7 @@ def test_backbone_file_of_another_architecture_is_refused(tmp_path: Path):
 
 def loss_for(network, images, boxes, labels):
     raw = network(images)
-    targets = assign_targets(boxes, labels, raw.shape[2], raw.shape[3], 32)
+    targets = assign_targets(*pad_boxes(boxes, labels), raw.shape[2], raw.shape[3], 32)
     return detection_loss(split_grid(raw, 32), targets)
 
 

@@ -1,0 +1,122 @@
+"""Training throughput: the whole step against the bare forward+backward of the same network.
+
+    python tests/benchmarks/bench_train.py                       # CPU, input 224, batch 16
+    python tests/benchmarks/bench_train.py --device cuda --size 416 --batch 256
+
+The whole step is what ``model.train`` runs per batch: batched augmentation on the device
+(mosaic on), bf16 autocast and channels_last where on, forward, target assignment, loss,
+backward, gradient clipping, AdamW and the EMA update. The ceiling is the same network's
+forward+backward on one fixed, already-normalized batch with the same precision settings (no
+augmentation, no loss beyond a sum, no optimizer). Images come from a bank of random pictures
+with random boxes, so no data set is needed. Prints one table: images/s of each and their ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+
+import torch
+
+from model.augment import AugmentConfig, build_bank
+from model.config import DetectorConfig
+from model.ema import ModelEMA
+from model.network import build_network
+from model.train import TrainConfig, make_optimizer, parse_args, precision_contexts, training_step_loss
+
+
+def timed(fn: Callable[[], None], device: torch.device, seconds: float) -> tuple[float, int]:
+    """Run ``fn`` for about ``seconds`` after three warm-up calls; (seconds, calls)."""
+    for _ in range(3):
+        fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start, calls = time.perf_counter(), 0
+    while time.perf_counter() - start < seconds:
+        fn()
+        calls += 1
+        if device.type == "cuda" and calls % 5 == 0:
+            torch.cuda.synchronize(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start, calls
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--bank", type=int, default=256, help="random images in the bank")
+    parser.add_argument("--neck-channels", type=int, default=256)
+    parser.add_argument("--bf16", choices=("auto", "on", "off"), default="auto")
+    parser.add_argument("--channels-last", choices=("auto", "on", "off"), default="auto")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    detector = DetectorConfig(input_size=args.size, neck_channels=args.neck_channels)
+    images, boxes, labels = [], [], []
+    for _ in range(args.bank):
+        height, width = torch.randint(args.size // 2, args.size + 1, (2,)).tolist()
+        images.append(torch.randint(0, 256, (3, height, width), dtype=torch.uint8))
+        corner = torch.rand(4, 2) * torch.tensor([width, height]) * 0.6
+        boxes.append(
+            torch.cat([corner, corner + 8 + torch.rand(4, 2) * 0.4 * torch.tensor([width, height])], 1)
+        )
+        labels.append(torch.randint(0, 20, (4,)))
+    bank = build_bank([i.to(device) for i in images], boxes, labels, args.size)
+    train_args = parse_args(["--data", "-", "--out", "-", "--input-size", str(args.size)])
+    config = TrainConfig.from_args(train_args, "bench")
+    autocast, memory_format = precision_contexts(device, args.bf16, args.channels_last)
+    network = build_network(detector).to(device).to(memory_format=memory_format)  # type: ignore[call-overload]
+    optimizer = make_optimizer(network, 1e-3, 0.05, device)
+    ema = ModelEMA(network)
+    generator = torch.Generator(device=device).manual_seed(0)
+    augment = AugmentConfig()
+
+    def whole_step() -> None:
+        indices = torch.randint(0, len(bank), (args.batch,), generator=generator, device=device)
+        terms = training_step_loss(
+            network, bank, indices, config, detector, augment, generator, autocast, memory_format
+        )
+        optimizer.zero_grad(set_to_none=True)
+        terms["total"].backward()
+        torch.nn.utils.clip_grad_norm_(network.parameters(), 10.0)
+        optimizer.step()
+        ema.update(network)
+
+    fixed = torch.randn(args.batch, 3, args.size, args.size, device=device).contiguous(
+        memory_format=memory_format
+    )
+
+    def bare_step() -> None:
+        with autocast:
+            out = network(fixed)
+        network.zero_grad(set_to_none=True)
+        out.float().sum().backward()
+
+    rows = []
+    for name, fn in (("forward+backward (ceiling)", bare_step), ("whole training step", whole_step)):
+        seconds, calls = timed(fn, device, args.seconds)
+        rows.append((name, calls * args.batch / seconds))
+    ceiling = rows[0][1]
+    dev = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"cpu x{torch.get_num_threads()} threads"
+    )
+    print(
+        f"device {dev}, torch {torch.__version__}, input {args.size}, batch {args.batch}, "
+        f"bf16 {args.bf16}, channels_last {args.channels_last}"
+    )
+    print(f"{'path':<28} {'images/s':>10} {'of ceiling':>10}")
+    for name, rate in rows:
+        print(f"{name:<28} {rate:>10.1f} {rate / ceiling:>10.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# One call of a GPU window (README, "Training on a GPU"): check the pack, measure training
+# throughput, train on a wall-clock budget, export the EMA weights in parts under $OUT, then the
+# GPU serving checks (CUDA tests, the service benchmark with and without device decode).
+# Every step prints; a failing step does not stop the ones after it, but the training comes first.
+# Rehearsed end to end on the CPU by tests/model/test_gpu_window.py with a tiny pack.
+set -uo pipefail
+PY=${PYTHON:-python3}
+PACK=${PACK:-.device-carry/pack}
+WHEELS=${WHEELS:-.device-carry/whl}
+OUT=${OUT:-runs/window}
+DEVICE=${DEVICE:-cuda}
+SIZE=${SIZE:-416}
+BATCH=${BATCH:-128}
+LR=${LR:-2e-3}
+BUDGET=${BUDGET:-300}
+BENCH_SECONDS=${BENCH_SECONDS:-10}
+BENCH_BATCH=${BENCH_BATCH:-256}
+SERVE=${SERVE:-1}
+SERVE_TIMEOUT=${SERVE_TIMEOUT:-90}
+WORK=${WORK:-$(mktemp -d)}
+export PYTHONUNBUFFERED=1
+mkdir -p "$OUT"
+step() { echo; echo "== $* ($(date +%T))"; }
+
+if compgen -G "$WHEELS/*.whl" >/dev/null; then
+  step "install the service's wheels"
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$WORK/site" "$WHEELS"/*.whl \
+    && export PYTHONPATH="$WORK/site${PYTHONPATH:+:$PYTHONPATH}"
+fi
+step "environment"
+$PY -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'cuda', torch.cuda.is_available() and torch.cuda.get_device_name(0))"
+step "pack check"
+$PY -m model.pack check "$PACK" || exit 1
+
+step "training throughput"
+$PY tests/benchmarks/bench_train.py --device "$DEVICE" --size "$SIZE" --batch "$BENCH_BATCH" --seconds "$BENCH_SECONDS" \
+  | tee "$OUT/bench_train.txt"
+
+step "train for $BUDGET s"
+timeout -s TERM $((BUDGET + 150)) $PY -m model.train --data "$PACK" --val-split '' --out "$WORK/run" \
+  --device "$DEVICE" --input-size "$SIZE" --batch-size "$BATCH" --lr "$LR" --time-budget "$BUDGET" \
+  --export "$OUT/weights" --export-part-mib 15 2>&1 | tee "$OUT/train.log"
+[ -f "$OUT/weights/model.json" ] || { echo "no weights exported"; exit 1; }
+[ "$SERVE" = 1 ] || exit 0
+
+step "GPU serving checks"
+cp -r "$OUT/weights" "$WORK/served" && $PY -m model.checkpoint join "$WORK/served"
+$PY -m pytest -q -p no:cacheprovider tests/model/test_gpu.py tests/app/test_device_decode.py 2>&1 | tail -15
+$PY - "$PACK" "$WORK/jpegs" <<'PYEOF'
+import sys
+from pathlib import Path
+from model.pack import read_pack
+out = Path(sys.argv[2]); out.mkdir(parents=True, exist_ok=True)
+for item in read_pack(sys.argv[1])[:200]:
+    (out / f"{item.image_id}.jpg").write_bytes(item.jpeg.numpy().tobytes())
+PYEOF
+for decode in false true; do
+  step "service benchmark, DETECTOR_DEVICE_DECODE=$decode"
+  timeout -s INT "$SERVE_TIMEOUT" $PY tests/benchmarks/bench_service.py --weights "$WORK/served" --device "$DEVICE" \
+    --jpegs "$WORK/jpegs" --concurrency 16 64 256 --requests 1500 --soak 0 --env DETECTOR_DEVICE_DECODE=$decode 2>&1 \
+    | tee "$OUT/bench_service_decode_$decode.txt"
+done
+step "done"
