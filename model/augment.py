@@ -122,7 +122,7 @@ def augment_batch(
     std: Sequence[float] = IMAGENET_STD,
     normalize: bool = True,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """One batch from ``bank[indices]``: images ``(B, 3, size, size)``, boxes ``(B, 4M, 4)``, labels ``(B, 4M)``.
+    """One batch from ``bank[indices]``: images ``(B, 3, S, S)``, boxes ``(B, 4M, 4)``, labels ``(B, 4M)``.
 
     Images are normalized float32 (or 0-255 float with ``normalize=False``); boxes are xyxy in
     output pixels, labels -1 where a slot holds no box. The first ``round(mosaic * B)`` images are

@@ -1,7 +1,10 @@
 """Evaluate a weights folder on a VOC split: ``python -m model.evaluate --weights weights --data VOCDEVKIT``.
 
 Prints a per-class AP table and, as its last line, one JSON object
-``{"map50": ..., "ap": {class: ...}, "images": N, "seconds": ...}``.
+``{"map50": ..., "ap": {class: ...}, "images": N, "seconds": ...}``. ``--plots DIR`` also writes
+the error analysis of :mod:`model.analysis` (PR curves, confusion matrix with background, AP by
+object size, F1-best thresholds; CSV, JSON and PNG). ``--write-card`` records the result as the
+``val`` block of the weights folder's card (the weights and their hash unchanged).
 """
 
 from __future__ import annotations
@@ -11,12 +14,14 @@ import json
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from model.checkpoint import write_card
 from model.config import DetectParams
 from model.data import VOCDetection, collate_raw
 from model.metrics import EvaluationResult, ImageGroundTruth, evaluate_detections
@@ -32,6 +37,8 @@ class EvaluationReport:
     result: EvaluationResult
     images: int
     seconds: float
+    detections: list[Detections] = field(default_factory=list, repr=False)
+    truths: list[ImageGroundTruth] = field(default_factory=list, repr=False)
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -65,7 +72,20 @@ def evaluate_predictor(
             detections.append(found)
             truths.append(ImageGroundTruth(annotation.boxes_xyxy, annotation.labels, annotation.difficult))
     result = evaluate_detections(detections, truths, predictor.config.classes, 0.5, use_07_metric)
-    return EvaluationReport(result, len(detections), time.perf_counter() - start)
+    return EvaluationReport(result, len(detections), time.perf_counter() - start, detections, truths)
+
+
+def card_val_block(report: EvaluationReport, split: str, predictor: Predictor) -> dict[str, object]:
+    """The ``val`` block of a model card: what was measured, on what, how."""
+    return {
+        "split": split,
+        "images": report.images,
+        "map50": round(report.result.map50, 6),
+        "ap50_per_class": {k: None if v is None else round(v, 6) for k, v in report.result.ap.items()},
+        "evaluated_on": f"{predictor.device} {str(predictor.dtype).removeprefix('torch.')} "
+        f"({predictor.backend})",
+        "metric": "VOC all-point AP at IoU 0.5, difficult ignored",
+    }
 
 
 def format_table(result: EvaluationResult) -> str:
@@ -90,6 +110,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--score-threshold", type=float, default=EVAL_PARAMS.score_threshold)
     parser.add_argument("--use-07-metric", action="store_true", help="VOC07 11-point AP instead of all-point")
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
+    parser.add_argument(
+        "--plots", type=Path, default=None, help="write the error analysis (CSV, JSON, PNG) here"
+    )
+    parser.add_argument("--write-card", action="store_true", help="record the result in the weights' card")
     args = parser.parse_args(argv)
 
     predictor, loaded = Predictor.from_weights(args.weights, device=args.device, backend=args.backend)
@@ -110,6 +134,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{report.images} images, {report.seconds:.1f} s on {predictor.device}"
     )
     print(format_table(report.result))
+    if args.plots is not None:
+        from model.analysis import analyse, write_analysis
+
+        analysis = analyse(report.detections, report.truths, loaded.config.classes)
+        written = write_analysis(analysis, report.result.ap, args.plots)
+        sizes = ", ".join(
+            f"{k} {'n/a' if v is None else f'{v:.3f}'}" for k, v in analysis.map_by_size.items()
+        )
+        print(f"mAP@0.5 by object size: {sizes}; analysis in {args.plots} ({len(written)} files)")
+    if args.write_card:
+        if args.limit is not None:
+            parser.error("--write-card needs the whole split (no --limit)")
+        card = {**loaded.card.get("card", {}), "val": card_val_block(report, args.split, predictor)}
+        write_card(args.weights, card)
+        print(f"card of {args.weights} updated with {args.split} AP")
     print(json.dumps(report.to_json()))
     return 0
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from model.checkpoint import load_weights, save_weights, split_weights, write_card
 from model.data import VOCDetection
-from model.evaluate import evaluate_predictor, format_table
+from model.evaluate import card_val_block, evaluate_predictor, format_table
 from model.network import GridDetector
 from model.predictor import Predictor
 
@@ -32,19 +32,7 @@ def export_weights(
         report = evaluate_predictor(
             predictor, val_set, batch_size=16, workers=workers, progress=False, limit=limit_val
         )
-        card = {
-            **card,
-            "val": {
-                "split": card.get("val_split"),
-                "images": report.images,
-                "map50": round(report.result.map50, 6),
-                "ap50_per_class": {
-                    k: None if v is None else round(v, 6) for k, v in report.result.ap.items()
-                },
-                "evaluated_on": f"{predictor.device} {str(predictor.dtype).removeprefix('torch.')}",
-                "metric": "VOC all-point AP at IoU 0.5, difficult ignored",
-            },
-        }
+        card = {**card, "val": card_val_block(report, str(card.get("val_split")), predictor)}
         write_card(folder, card)
         print(format_table(report.result))
     if part_mib:

@@ -43,60 +43,95 @@ def average_precision(recall: Tensor, precision: Tensor, use_07_metric: bool = F
     return float(((mrec[changes + 1] - mrec[changes]) * mpre[changes + 1]).sum())
 
 
-def class_average_precision(
+@dataclass(frozen=True)
+class PrecisionRecall:
+    """One class's detections ranked by score, with the running recall and precision after each."""
+
+    scores: Tensor  # (D,) descending, ignored detections left out
+    recall: Tensor
+    precision: Tensor
+    positives: int  # ground-truth boxes that count
+
+
+def class_precision_recall(
     detections: Sequence[Detections],
     ground_truth: Sequence[ImageGroundTruth],
     class_id: int,
     iou_threshold: float = 0.5,
-    use_07_metric: bool = False,
-) -> float | None:
-    """AP of one class over a set of images; ``None`` when the class has no non-difficult box."""
+    area_range: tuple[float, float] | None = None,
+) -> PrecisionRecall:
+    """The precision/recall curve of one class over a set of images, matched as in the VOC devkit.
+
+    ``area_range`` (in original pixels², lower bound included) restricts it to objects of that
+    size, COCO style: other ground-truth boxes are ignored like difficult ones, and so are
+    unmatched detections outside the range.
+    """
     records: list[tuple[float, int, int]] = []  # (score, image index, detection index)
     gt_boxes: list[Tensor] = []
-    gt_difficult: list[Tensor] = []
+    gt_ignored: list[Tensor] = []
     det_boxes: list[Tensor] = []
     positives = 0
     for k, (det, gt) in enumerate(zip(detections, ground_truth, strict=True)):
         mask = gt.labels == class_id
-        gt_boxes.append(gt.boxes_xyxy[mask].float())
-        gt_difficult.append(gt.difficult[mask])
-        positives += int((~gt.difficult[mask]).sum())
+        boxes = gt.boxes_xyxy[mask].float()
+        ignored = gt.difficult[mask].clone()
+        if area_range is not None:
+            ignored |= ~_in_range(boxes, area_range)
+        gt_boxes.append(boxes)
+        gt_ignored.append(ignored)
+        positives += int((~ignored).sum())
         dmask = det.labels == class_id
         det_boxes.append(det.boxes_xyxy[dmask].float())
         records.extend((float(s), k, n) for n, s in enumerate(det.scores[dmask].tolist()))
-    if positives == 0:
-        return None
     records.sort(key=lambda r: -r[0])
     taken = [torch.zeros(len(b), dtype=torch.bool) for b in gt_boxes]
     ious = [
         box_iou(d, g) if len(d) and len(g) else torch.zeros(len(d), len(g))
         for d, g in zip(det_boxes, gt_boxes, strict=True)
     ]
+    scores: list[float] = []
     tp: list[float] = []
-    fp: list[float] = []
-    for _, image, n in records:
+    for score, image, n in records:
         overlaps = ious[image][n] if ious[image].shape[1] else torch.zeros(0)
         if overlaps.numel() and float(overlaps.max()) > iou_threshold:
             best = int(overlaps.argmax())
-            if bool(gt_difficult[image][best]):
+            if bool(gt_ignored[image][best]):
                 continue
-            if not taken[image][best]:
-                taken[image][best] = True
-                tp.append(1.0)
-                fp.append(0.0)
-            else:
-                tp.append(0.0)
-                fp.append(1.0)
+            hit = not taken[image][best]
+            taken[image][best] = True
         else:
-            tp.append(0.0)
-            fp.append(1.0)
-    if not tp:
-        return 0.0
+            if area_range is not None and not bool(_in_range(det_boxes[image][n : n + 1], area_range)[0]):
+                continue
+            hit = False
+        scores.append(score)
+        tp.append(1.0 if hit else 0.0)
     tp_cum = torch.tensor(tp).cumsum(0)
-    fp_cum = torch.tensor(fp).cumsum(0)
-    recall = tp_cum / positives
-    precision = tp_cum / (tp_cum + fp_cum)
-    return average_precision(recall, precision, use_07_metric)
+    fp_cum = (1 - torch.tensor(tp)).cumsum(0)
+    recall = tp_cum / max(positives, 1)
+    precision = tp_cum / (tp_cum + fp_cum).clamp(min=1)
+    return PrecisionRecall(torch.tensor(scores), recall, precision, positives)
+
+
+def _in_range(boxes: Tensor, area_range: tuple[float, float]) -> Tensor:
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    return (area >= area_range[0]) & (area < area_range[1])
+
+
+def class_average_precision(
+    detections: Sequence[Detections],
+    ground_truth: Sequence[ImageGroundTruth],
+    class_id: int,
+    iou_threshold: float = 0.5,
+    use_07_metric: bool = False,
+    area_range: tuple[float, float] | None = None,
+) -> float | None:
+    """AP of one class over a set of images; ``None`` when the class has no box that counts."""
+    curve = class_precision_recall(detections, ground_truth, class_id, iou_threshold, area_range)
+    if curve.positives == 0:
+        return None
+    if not len(curve.scores):
+        return 0.0
+    return average_precision(curve.recall, curve.precision, use_07_metric)
 
 
 @dataclass(frozen=True)

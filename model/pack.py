@@ -1,6 +1,7 @@
 """A VOC split re-encoded for travel: smaller JPEGs in numbered parts, each with a manifest.
 
-    python -m model.pack write --data VOCDEVKIT --split train --out packs/train --long-side 448 --quality 75 --part-mib 30
+    python -m model.pack write --data VOCDEVKIT --split train --out packs/train \
+        --long-side 448 --quality 75 --part-mib 30
     python -m model.pack check packs/train
 
 A pack folder holds ``index.json`` (split, long side, quality, and per part its file, image count,
@@ -19,6 +20,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -56,7 +58,7 @@ def _sha256(data: bytes) -> str:
 
 
 def reencode(image: Tensor, boxes: Tensor, long_side: int, quality: int) -> tuple[Tensor, Tensor]:
-    """Resize ``image`` down so its long side is at most ``long_side``; JPEG bytes and boxes scaled with it."""
+    """Resize ``image`` so its long side is at most ``long_side``; its JPEG bytes, and the boxes scaled."""
     height, width = image.shape[-2:]
     scale = min(1.0, long_side / max(height, width))
     if scale < 1.0:
@@ -75,7 +77,7 @@ def write_pack(
     part_mib: float = 30.0,
     classes: Sequence[str] = VOC_CLASSES,
     limit: int | None = None,
-) -> dict[str, object]:
+) -> dict[str, Any]:
     """Write a pack of ``split`` into ``out``; returns the index it wrote."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -121,7 +123,7 @@ def write_pack(
         )
         blob.extend(data)
     flush()
-    index_data: dict[str, object] = {
+    index_data: dict[str, Any] = {
         "format": FORMAT,
         "split": split,
         "source": [str(r) for r in roots],
@@ -135,7 +137,7 @@ def write_pack(
     return index_data
 
 
-def check_pack(folder: str | Path) -> dict[str, object]:
+def check_pack(folder: str | Path) -> dict[str, Any]:
     """Verify every part named by the index: present, sha256 and image count; returns the index."""
     folder = Path(folder)
     index_path = folder / INDEX_FILE
@@ -227,14 +229,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"pack check failed: {exc}", file=sys.stderr)
             return 1
     parts = index["parts"]
-    assert isinstance(parts, list)
     for part in parts:
-        print(
-            f"{part['file']}  {part['images']:>5} images  {part['bytes'] / 2**20:7.2f} MiB  {part['sha256'][:12]}"
-        )
+        mib = part["bytes"] / 2**20
+        print(f"{part['file']}  {part['images']:>5} images  {mib:7.2f} MiB  {part['sha256'][:12]}")
+    total = sum(p["bytes"] for p in parts) / 2**20
     print(
-        f"{index['images']} images in {len(parts)} parts, "
-        f"{sum(p['bytes'] for p in parts) / 2**20:.2f} MiB, long side {index['long_side']}, quality {index['quality']}: ok"
+        f"{index['images']} images in {len(parts)} parts, {total:.2f} MiB, "
+        f"long side {index['long_side']}, quality {index['quality']}: ok"
     )
     return 0
 

@@ -14,16 +14,26 @@ with random boxes, so no data set is needed. Prints one table: images/s of each 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from model.augment import AugmentConfig, build_bank
 from model.config import DetectorConfig
 from model.ema import ModelEMA
 from model.network import build_network
-from model.train import TrainConfig, make_optimizer, parse_args, precision_contexts, training_step_loss
+from model.train import (
+    TrainConfig,
+    make_optimizer,
+    parse_args,
+    precision_contexts,
+    training_step_loss,
+)
 
 
 def timed(fn: Callable[[], None], device: torch.device, seconds: float) -> tuple[float, int]:

@@ -16,7 +16,10 @@ LR=${LR:-2e-3}
 BUDGET=${BUDGET:-300}
 BENCH_SECONDS=${BENCH_SECONDS:-10}
 BENCH_BATCH=${BENCH_BATCH:-256}
+TRAIN=${TRAIN:-1}
 SERVE=${SERVE:-1}
+SERVED=${SERVED:-}  # a weights folder to serve instead of the one this call trains
+JPEGS=${JPEGS:-}  # a folder of JPEGs for the service benchmark (default: 200 from the pack)
 SERVE_TIMEOUT=${SERVE_TIMEOUT:-90}
 WORK=${WORK:-$(mktemp -d)}
 export PYTHONUNBUFFERED=1
@@ -30,24 +33,34 @@ if compgen -G "$WHEELS/*.whl" >/dev/null; then
 fi
 step "environment"
 $PY -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'cuda', torch.cuda.is_available() and torch.cuda.get_device_name(0))"
-step "pack check"
-$PY -m model.pack check "$PACK" || exit 1
+if [ "$TRAIN" = 1 ] || [ -z "$JPEGS" ]; then
+  step "pack check"
+  $PY -m model.pack check "$PACK" || exit 1
+fi
 
 step "training throughput"
 $PY tests/benchmarks/bench_train.py --device "$DEVICE" --size "$SIZE" --batch "$BENCH_BATCH" --seconds "$BENCH_SECONDS" \
   | tee "$OUT/bench_train.txt"
 
+if [ "$TRAIN" = 1 ]; then
 step "train for $BUDGET s"
 timeout -s TERM $((BUDGET + 150)) $PY -m model.train --data "$PACK" --val-split '' --out "$WORK/run" \
   --device "$DEVICE" --input-size "$SIZE" --batch-size "$BATCH" --lr "$LR" --time-budget "$BUDGET" \
-  --export "$OUT/weights" --export-part-mib 15 2>&1 | tee "$OUT/train.log"
+  --export "$OUT/weights" --export-part-mib 15 ${TRAIN_ARGS:-} 2>&1 | tee "$OUT/train.log" \
+  | awk '!/^ +[0-9]+ / || $1 % 10 == 1'  # every tenth epoch line on the console, all in train.log
 [ -f "$OUT/weights/model.json" ] || { echo "no weights exported"; exit 1; }
+fi
 [ "$SERVE" = 1 ] || exit 0
 
 step "GPU serving checks"
-cp -r "$OUT/weights" "$WORK/served" && $PY -m model.checkpoint join "$WORK/served"
+if [ -z "$SERVED" ]; then
+  SERVED="$WORK/served"
+  cp -r "$OUT/weights" "$SERVED" && $PY -m model.checkpoint join "$SERVED"
+fi
 $PY -m pytest -q -p no:cacheprovider tests/model/test_gpu.py tests/app/test_device_decode.py 2>&1 | tail -15
-$PY - "$PACK" "$WORK/jpegs" <<'PYEOF'
+if [ -z "$JPEGS" ]; then
+  JPEGS="$WORK/jpegs"
+  $PY - "$PACK" "$JPEGS" <<'PYEOF'
 import sys
 from pathlib import Path
 from model.pack import read_pack
@@ -55,10 +68,11 @@ out = Path(sys.argv[2]); out.mkdir(parents=True, exist_ok=True)
 for item in read_pack(sys.argv[1])[:200]:
     (out / f"{item.image_id}.jpg").write_bytes(item.jpeg.numpy().tobytes())
 PYEOF
+fi
 for decode in false true; do
   step "service benchmark, DETECTOR_DEVICE_DECODE=$decode"
-  timeout -s INT "$SERVE_TIMEOUT" $PY tests/benchmarks/bench_service.py --weights "$WORK/served" --device "$DEVICE" \
-    --jpegs "$WORK/jpegs" --concurrency 16 64 256 --requests 1500 --soak 0 --env DETECTOR_DEVICE_DECODE=$decode 2>&1 \
+  timeout -s INT "$SERVE_TIMEOUT" $PY tests/benchmarks/bench_service.py --weights "$SERVED" --device "$DEVICE" \
+    --jpegs "$JPEGS" --concurrency 16 64 256 --requests 1500 --soak 0 --env DETECTOR_DEVICE_DECODE=$decode 2>&1 \
     | tee "$OUT/bench_service_decode_$decode.txt"
 done
 step "done"
