@@ -78,6 +78,17 @@ class ImageBank:
         return ImageBank(*(t.to(device) for t in (self.images, self.sizes, self.boxes, self.labels)))
 
 
+def shrink(image: Tensor, boxes: Tensor, long_side: int) -> tuple[Tensor, Tensor]:
+    """Resize ``image`` down (antialiased) so its long side is at most ``long_side``; boxes follow."""
+    height, width = image.shape[-2:]
+    scale = min(1.0, long_side / max(height, width))
+    if scale == 1.0:
+        return image, boxes
+    new_h, new_w = max(1, round(height * scale)), max(1, round(width * scale))
+    image = TF.resize(image, [new_h, new_w], antialias=True)
+    return image, boxes * torch.tensor([new_w / width, new_h / height] * 2, device=boxes.device)
+
+
 def build_bank(
     images: Sequence[Tensor], boxes: Sequence[Tensor], labels: Sequence[Tensor], canvas: int
 ) -> ImageBank:
@@ -94,12 +105,7 @@ def build_bank(
     out_boxes = torch.zeros(count, most, 4)
     out_labels = torch.full((count, most), -1, dtype=torch.long)
     for i, (image, image_boxes, image_labels) in enumerate(zip(images, boxes, labels, strict=True)):
-        height, width = image.shape[-2:]
-        scale = min(1.0, canvas / max(height, width))
-        if scale < 1.0:
-            new_h, new_w = max(1, round(height * scale)), max(1, round(width * scale))
-            image = TF.resize(image, [new_h, new_w], antialias=True)
-            image_boxes = image_boxes * torch.tensor([new_w / width, new_h / height] * 2)
+        image, image_boxes = shrink(image, image_boxes, canvas)
         height, width = image.shape[-2:]
         bank[i, :, :height, :width] = image
         sizes[i] = torch.tensor([height, width])

@@ -25,8 +25,8 @@ from typing import Any
 import torch
 from torch import Tensor
 from torchvision.io import decode_jpeg, encode_jpeg
-from torchvision.transforms.v2 import functional as TF
 
+from model.augment import shrink
 from model.config import VOC_CLASSES
 from model.data import VOCDetection
 
@@ -55,17 +55,6 @@ def is_pack(folder: str | Path) -> bool:
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def reencode(image: Tensor, boxes: Tensor, long_side: int, quality: int) -> tuple[Tensor, Tensor]:
-    """Resize ``image`` so its long side is at most ``long_side``; its JPEG bytes, and the boxes scaled."""
-    height, width = image.shape[-2:]
-    scale = min(1.0, long_side / max(height, width))
-    if scale < 1.0:
-        new_h, new_w = max(1, round(height * scale)), max(1, round(width * scale))
-        image = TF.resize(image, [new_h, new_w], antialias=True)
-        boxes = boxes * torch.tensor([new_w / width, new_h / height] * 2)
-    return encode_jpeg(image, quality=quality), boxes
 
 
 def write_pack(
@@ -102,20 +91,18 @@ def write_pack(
         entries.clear()
 
     for index in range(count):
-        image, annotation = dataset[index]
-        jpeg, boxes = reencode(image, annotation.boxes_xyxy, long_side, quality)
-        data = jpeg.numpy().tobytes()
+        original, annotation = dataset[index]
+        image, boxes = shrink(original, annotation.boxes_xyxy, long_side)
+        data = encode_jpeg(image, quality=quality).numpy().tobytes()
         if blob and len(blob) + len(data) > part_bytes:
             flush()
-        height, width = image.shape[-2:]
-        scale = min(1.0, long_side / max(height, width))
         entries.append(
             {
                 "id": annotation.image_id,
                 "offset": len(blob),
                 "length": len(data),
-                "size": [max(1, round(height * scale)), max(1, round(width * scale))],
-                "original_size": [int(height), int(width)],
+                "size": list(image.shape[-2:]),
+                "original_size": list(original.shape[-2:]),
                 "boxes": [[round(v, 3) for v in box] for box in boxes.tolist()],
                 "labels": annotation.labels.tolist(),
                 "difficult": annotation.difficult.tolist(),

@@ -11,9 +11,13 @@ seconds of wall clock when given, else over ``--epochs``; either way the run end
 schedule complete. AdamW with weight decay off norms and biases, gradient clipping, an EMA of
 the weights that validation and export use, bf16 autocast and channels_last where they pay.
 Logs every loss term, the learning rate, images/s and val mAP to TensorBoard under ``--out``;
-writes ``last.pt`` at the end (and on SIGTERM), ``best.pt`` when validating; ``--resume``
-continues; ``--export DIR`` writes the EMA weights with their card. ``--find-lr`` runs the
-learning-rate range test (:mod:`model.lr_find`) instead. Under ``torchrun`` it trains with DDP.
+writes ``last.pt`` at the end (and on SIGTERM or Ctrl-C); ``--resume`` continues;
+``--export DIR`` writes the EMA weights with their card. ``--find-lr`` runs the learning-rate
+range test (:mod:`model.lr_find`) instead. Under ``torchrun`` it trains with DDP.
+
+The shape, top to bottom: :func:`train` sets up (config, bank, network, optimizer, EMA) and
+hands a :class:`Trainer` its :meth:`~Trainer.run` (epochs), :meth:`~Trainer.epoch` (steps) and
+:meth:`~Trainer.step` (one optimizer step); :func:`finish` saves, validates and exports.
 """
 
 from __future__ import annotations
@@ -361,6 +365,175 @@ class Progress:
         return self.step / max(1, config.epochs * steps_per_epoch)
 
 
+LOSS_TERMS = ("total", "objectness", "box", "giou", "class")
+
+
+@dataclass
+class Trainer:
+    """One training run: :meth:`run` loops epochs, :meth:`epoch` loops steps, :meth:`step` is one step."""
+
+    config: TrainConfig
+    detector: DetectorConfig
+    device: torch.device
+    dist_info: Distributed
+    bank: ImageBank
+    network: nn.Module  # DDP-wrapped under torchrun
+    optimizer: torch.optim.Optimizer
+    ema: ModelEMA | None
+    progress: Progress
+    autocast: AbstractContextManager[Any]
+    memory_format: torch.memory_format
+    val_set: VOCDetection | None = None
+    writer: Any = None
+    stop: StopFlag = field(default_factory=StopFlag)
+
+    def __post_init__(self) -> None:
+        share = len(self.bank) // self.dist_info.world_size
+        self.batch = min(self.config.batch_size, share)
+        self.steps_per_epoch = max(1, share // self.batch)
+        seed = self.config.seed
+        self.generator = torch.Generator(device=self.device).manual_seed(seed * 1000 + self.dist_info.rank)
+        self.shuffle = torch.Generator(device=self.device).manual_seed(seed)  # the same on every process
+        self.no_mosaic = replace(self.config.augment, mosaic=0.0)
+        self.done = self.progress.fraction(self.config, self.steps_per_epoch) >= 1.0
+        self.lr = 0.0
+
+    @property
+    def evaluated(self) -> GridDetector:
+        """The weights that validation and export use: the EMA when there is one."""
+        module = self.ema.module if self.ema is not None else bare_network(self.network)
+        assert isinstance(module, GridDetector)
+        return module
+
+    def run(self) -> None:
+        self.stop.install()
+        self.network.train()
+        self._clock = (time.perf_counter(), self.progress.seconds)
+        while not self.done and not self.stop.set:
+            start, images = time.perf_counter(), self.progress.images_seen
+            means = self.epoch()
+            if means is None:
+                break
+            rate = (self.progress.images_seen - images) / max(time.perf_counter() - start, 1e-9)
+            if self.dist_info.is_main:
+                self.log_epoch(means, rate)
+        if self.stop.set:
+            print("stopped by a signal: saving what was trained", flush=True)
+
+    def epoch(self) -> list[float] | None:
+        """Steps over this process's share of one permutation, until it ends or the schedule does.
+
+        Returns the mean loss terms (read from the device once, here), or ``None`` if no step ran.
+        """
+        order = torch.randperm(len(self.bank), generator=self.shuffle, device=self.device)
+        order = order[self.dist_info.rank :: self.dist_info.world_size]
+        sums = torch.zeros(len(LOSS_TERMS), device=self.device)
+        steps = 0
+        for first in range(0, len(order) - self.batch + 1, self.batch):
+            fraction = self.schedule_position()
+            if fraction >= 1.0 or self.stop.set:
+                self.done = True
+                break
+            sums += self.step(order[first : first + self.batch], fraction)
+            steps += 1
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self._tick()
+        if steps == 0:
+            return None
+        self.progress.epoch += 1
+        means = (sums / steps).tolist()
+        if not all(math.isfinite(v) for v in means):
+            raise NonFiniteLossError(
+                f"non-finite loss in epoch {self.progress.epoch}: {means}; lower --lr or check the data"
+            )
+        return means
+
+    def schedule_position(self) -> float:
+        """How far the schedule is (0 to 1); under torchrun every process agrees on it."""
+        if self.dist_info.world_size > 1:
+            shared = torch.tensor([self.progress.seconds, float(self.stop.set)], device=self.device)
+            dist.all_reduce(shared, op=dist.ReduceOp.MAX)
+            self.progress.seconds, self.stop.set = float(shared[0]), bool(shared[1])
+        return self.progress.fraction(self.config, self.steps_per_epoch)
+
+    def step(self, indices: Tensor, fraction: float) -> Tensor:
+        """One optimizer step on ``bank[indices]``; returns the loss terms, still on the device."""
+        self.lr = self.config.lr * lr_factor(fraction, self.config.warmup)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr
+        augment = self.no_mosaic if fraction >= 1.0 - self.config.close_mosaic else self.config.augment
+        terms = training_step_loss(
+            self.network,
+            self.bank,
+            indices,
+            self.config,
+            self.detector,
+            augment,
+            self.generator,
+            self.autocast,
+            self.memory_format,
+        )
+        self.optimizer.zero_grad(set_to_none=True)
+        terms["total"].backward()
+        if self.config.clip_grad:
+            nn.utils.clip_grad_norm_(self.network.parameters(), self.config.clip_grad)
+        self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update(bare_network(self.network))
+        self.progress.step += 1
+        self.progress.images_seen += len(indices) * self.dist_info.world_size
+        self._tick()
+        return torch.stack([terms[k].detach() for k in LOSS_TERMS])
+
+    def _tick(self) -> None:
+        start, before = self._clock
+        self.progress.seconds = before + time.perf_counter() - start
+
+    def log_epoch(self, means: list[float], rate: float) -> None:
+        progress = self.progress
+        terms = " ".join(f"{v:>6.3f}" for v in means)
+        print(
+            f"{progress.epoch:>5} {rate:>9.1f} {terms} {self.lr:>8.2e} {progress.seconds:>8.1f}", flush=True
+        )
+        if self.writer is not None:
+            for name, value in zip(LOSS_TERMS, means, strict=True):
+                self.writer.add_scalar(f"loss/{name}", value, progress.step)
+            self.writer.add_scalar("lr", self.lr, progress.step)
+            self.writer.add_scalar("train/images_per_second", rate, progress.step)
+        every = self.config.eval_every
+        if self.val_set is not None and every and progress.epoch % every == 0 and not self.done:
+            report = validate(self.evaluated, self.val_set, self.device, self.config)
+            progress.best_map = max(progress.best_map, report.result.map50)
+            if self.writer is not None:
+                self.writer.add_scalar("val/map50", report.result.map50, progress.step)
+            print(f"epoch {progress.epoch}: val mAP@0.5 {report.result.map50:.4f} (EMA)", flush=True)
+            self.network.train()
+
+    def checkpoint(self, card: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "model": bare_network(self.network).state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "optimizer": self.optimizer.state_dict(),
+            "progress": asdict(self.progress),
+            "config": self.detector.to_dict(),
+            "card": card,
+        }
+
+
+def print_header(trainer: Trainer, load_seconds: float) -> None:
+    config, detector = trainer.config, trainer.detector
+    length = f"budget {config.time_budget:.0f} s" if config.time_budget else f"{config.epochs} epochs"
+    print(
+        f"training {len(trainer.bank)} images ({load_seconds:.1f} s to load) on "
+        f"{hardware_description(trainer.device)}, batch {trainer.batch} x {trainer.dist_info.world_size}, "
+        f"input {detector.input_size}, stride {detector.stride}, {length}",
+        flush=True,
+    )
+    names = " ".join(f"{name:>6}" for name in ("obj", "box", "giou", "cls"))
+    print(f"{'epoch':>5} {'images/s':>9} {'loss':>6} {names} {'lr':>8} {'seconds':>8}", flush=True)
+
+
 def train(args: argparse.Namespace, argv: Sequence[str] = ()) -> int:
     dist_info, device = setup_distributed(args.device)
     command = "python -m model.train " + shlex.join(argv)
@@ -371,6 +544,7 @@ def train(args: argparse.Namespace, argv: Sequence[str] = ()) -> int:
     resume = torch.load(args.resume, map_location="cpu", weights_only=True) if args.resume else None
     if resume is not None:
         detector = DetectorConfig.from_dict(resume["config"])
+        config = replace(config, command=f"{resume['card']['command']} ; resumed with: {command}")
     else:
         detector = DetectorConfig(
             input_size=args.input_size,
@@ -381,40 +555,11 @@ def train(args: argparse.Namespace, argv: Sequence[str] = ()) -> int:
     start = time.perf_counter()
     bank = load_bank(config, detector.classes, device)
     load_seconds = time.perf_counter() - start
-    val_set = val_dataset(config, detector.classes) if dist_info.is_main else None
     network: nn.Module = build_network(detector, config.backbone_weights).to(device)
     network = network.to(memory_format=memory_format)  # type: ignore[call-overload]
-    generator = torch.Generator(device=device).manual_seed(config.seed * 1000 + dist_info.rank)
-
     if args.find_lr:
-        from model.lr_find import find_lr
-
         if dist_info.is_main:
-
-            def loss_fn(indices: Tensor) -> Tensor:
-                return training_step_loss(
-                    network,
-                    bank,
-                    indices,
-                    config,
-                    detector,
-                    config.augment,
-                    generator,
-                    autocast,
-                    memory_format,
-                )["total"]
-
-            find_lr(
-                network,
-                loss_fn,
-                len(bank),
-                config.batch_size,
-                config.weight_decay,
-                device,
-                out,
-                args.find_lr_steps,
-                generator,
-            )
+            run_find_lr(args, config, detector, network, bank, autocast, memory_format, device, out)
         return 0
 
     optimizer = make_optimizer(network, config.lr, config.weight_decay, device)
@@ -426,165 +571,101 @@ def train(args: argparse.Namespace, argv: Sequence[str] = ()) -> int:
         if ema is not None and resume.get("ema") is not None:
             ema.load_state_dict(resume["ema"])
         progress = Progress(**resume["progress"])
-        config = replace(config, command=f"{resume['card']['command']} ; resumed with: {command}")
     if dist_info.world_size > 1:
         network = DistributedDataParallel(
             network, device_ids=[device.index] if device.type == "cuda" else None
         )
-
-    writer = None
+    trainer = Trainer(
+        config, detector, device, dist_info, bank, network, optimizer, ema, progress, autocast, memory_format
+    )
     if dist_info.is_main:
         from torch.utils.tensorboard import SummaryWriter
 
-        writer = SummaryWriter(str(out / "tensorboard"))
-    stop = StopFlag()
-    stop.install()
-    share = len(bank) // dist_info.world_size
-    batch = min(config.batch_size, share)
-    steps_per_epoch = max(1, share // batch)
-    shuffle = torch.Generator(device=device).manual_seed(config.seed)
-    plain = AugmentConfig(**{**asdict(config.augment), "mosaic": 0.0})
-    print(
-        f"training {len(bank)} images ({load_seconds:.1f} s to load) on {hardware_description(device)}, "
-        f"batch {batch} x {dist_info.world_size}, input {detector.input_size}, stride {detector.stride}, "
-        + (f"budget {config.time_budget:.0f} s" if config.time_budget else f"{config.epochs} epochs"),
-        flush=True,
-    )
-    print(
-        f"{'epoch':>5} {'images/s':>9} {'loss':>7} {'obj':>6} {'box':>6} {'giou':>6} {'cls':>6} "
-        f"{'lr':>8} {'seconds':>8}",
-        flush=True,
-    )
-    report: EvaluationReport | None = None
-    network.train()
-    done = progress.fraction(config, steps_per_epoch) >= 1.0
-    run_start, seconds_before = time.perf_counter(), progress.seconds
-    while not done and not stop.set:
-        # One permutation on every process (same seed), each process taking its share.
-        order = torch.randperm(len(bank), generator=shuffle, device=device)[
-            dist_info.rank :: dist_info.world_size
-        ]
-        sums = torch.zeros(5, device=device)
-        steps = 0
-        epoch_start = time.perf_counter()
-        epoch_images = 0
-        for first in range(0, len(order) - batch + 1, batch):
-            if dist_info.world_size > 1:  # every process must stop at the same step
-                shared = torch.tensor([progress.seconds, float(stop.set)], device=device)
-                dist.all_reduce(shared, op=dist.ReduceOp.MAX)
-                progress.seconds, stop.set = float(shared[0]), bool(shared[1])
-            fraction = progress.fraction(config, steps_per_epoch)
-            if fraction >= 1.0 or stop.set:
-                done = True
-                break
-            lr = config.lr * lr_factor(fraction, config.warmup)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            augment = plain if fraction >= 1.0 - config.close_mosaic else config.augment
-            terms = training_step_loss(
-                network,
-                bank,
-                order[first : first + batch],
-                config,
-                detector,
-                augment,
-                generator,
-                autocast,
-                memory_format,
-            )
-            optimizer.zero_grad(set_to_none=True)
-            terms["total"].backward()
-            if config.clip_grad:
-                nn.utils.clip_grad_norm_(network.parameters(), config.clip_grad)
-            optimizer.step()
-            if ema is not None:
-                ema.update(bare_network(network))
-            sums += torch.stack([terms[k].detach() for k in ("total", "objectness", "box", "giou", "class")])
-            steps += 1
-            progress.step += 1
-            progress.images_seen += batch * dist_info.world_size
-            epoch_images += batch * dist_info.world_size
-            progress.seconds = seconds_before + time.perf_counter() - run_start
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        elapsed = time.perf_counter() - epoch_start
-        progress.seconds = seconds_before + time.perf_counter() - run_start
-        if steps == 0:
-            break
-        progress.epoch += 1
-        means = (sums / steps).tolist()
-        if not all(math.isfinite(v) for v in means):
-            raise NonFiniteLossError(
-                f"non-finite loss in epoch {progress.epoch}: {means}; lower --lr or check the data"
-            )
-        rate = epoch_images / max(elapsed, 1e-9)
-        if dist_info.is_main:
-            print(
-                f"{progress.epoch:>5} {rate:>9.1f} "
-                + " ".join(f"{v:>6.3f}" for v in means)
-                + f" {lr:>8.2e} {progress.seconds:>8.1f}",
-                flush=True,
-            )
-            assert writer is not None
-            for name, value in zip(("total", "objectness", "box", "giou", "class"), means, strict=True):
-                writer.add_scalar(f"loss/{name}", value, progress.step)
-            writer.add_scalar("lr", lr, progress.step)
-            writer.add_scalar("train/images_per_second", rate, progress.step)
-            evaluated = ema.module if ema is not None else bare_network(network)
-            assert isinstance(evaluated, GridDetector)
-            if (
-                val_set is not None
-                and config.eval_every
-                and progress.epoch % config.eval_every == 0
-                and not done
-            ):
-                report = validate(evaluated, val_set, device, config)
-                progress.best_map = max(progress.best_map, report.result.map50)
-                writer.add_scalar("val/map50", report.result.map50, progress.step)
-                print(f"epoch {progress.epoch}: val mAP@0.5 {report.result.map50:.4f} (EMA)", flush=True)
-                network.train()
-    if stop.set:
-        print("stopped by a signal: saving what was trained", flush=True)
-    if not dist_info.is_main:
-        if dist_info.world_size > 1:
-            dist.barrier()
-            dist.destroy_process_group()
-        return 0
-    final = ema.module if ema is not None else bare_network(network)
-    assert isinstance(final, GridDetector)
-    card = make_card(config, detector, device, dist_info, progress, len(bank), ema is not None)
-    state = {
-        "model": bare_network(network).state_dict(),
-        "ema": ema.state_dict() if ema is not None else None,
-        "optimizer": optimizer.state_dict(),
-        "progress": asdict(progress),
-        "config": detector.to_dict(),
-        "card": card,
-    }
-    torch.save(state, out / "last.pt")
-    assert writer is not None
-    if val_set is not None:
-        report = validate(final, val_set, device, config)
-        writer.add_scalar("val/map50", report.result.map50, progress.step)
-        log_val_images(writer, final, val_set, device, config.log_images, progress.step)
-        print(
-            f"final val mAP@0.5 {report.result.map50:.4f} ({report.images} images, EMA weights)", flush=True
-        )
-    writer.close()
+        trainer.val_set = val_dataset(config, detector.classes)
+        trainer.writer = SummaryWriter(str(out / "tensorboard"))
+        print_header(trainer, load_seconds)
+
+    trainer.run()
+
+    if dist_info.is_main:
+        finish(trainer, out)
     if dist_info.world_size > 1:
         dist.barrier()
         dist.destroy_process_group()
+    return 0
+
+
+def finish(trainer: Trainer, out: Path) -> None:
+    """The end of a run: ``last.pt``, the final validation, TensorBoard images, the export."""
+    config, progress = trainer.config, trainer.progress
+    card = make_card(
+        config,
+        trainer.detector,
+        trainer.device,
+        trainer.dist_info,
+        progress,
+        len(trainer.bank),
+        trainer.ema is not None,
+    )
+    torch.save(trainer.checkpoint(card), out / "last.pt")
+    if trainer.val_set is not None:
+        report = validate(trainer.evaluated, trainer.val_set, trainer.device, config)
+        trainer.writer.add_scalar("val/map50", report.result.map50, progress.step)
+        log_val_images(
+            trainer.writer,
+            trainer.evaluated,
+            trainer.val_set,
+            trainer.device,
+            config.log_images,
+            progress.step,
+        )
+        weights = "EMA weights" if trainer.ema is not None else "last weights"
+        print(f"final val mAP@0.5 {report.result.map50:.4f} ({report.images} images, {weights})", flush=True)
+    trainer.writer.close()
     if config.export:
         export_weights(
-            final,
+            trainer.evaluated,
             Path(config.export),
             card,
-            val_set,
+            trainer.val_set,
             part_mib=config.export_part_mib,
             limit_val=config.limit_val,
             workers=config.workers,
         )
-    return 0
+
+
+def run_find_lr(
+    args: argparse.Namespace,
+    config: TrainConfig,
+    detector: DetectorConfig,
+    network: nn.Module,
+    bank: ImageBank,
+    autocast: AbstractContextManager[Any],
+    memory_format: torch.memory_format,
+    device: torch.device,
+    out: Path,
+) -> None:
+    from model.lr_find import find_lr
+
+    generator = torch.Generator(device=device).manual_seed(config.seed)
+
+    def loss_fn(indices: Tensor) -> Tensor:
+        terms = training_step_loss(
+            network, bank, indices, config, detector, config.augment, generator, autocast, memory_format
+        )
+        return terms["total"]
+
+    find_lr(
+        network,
+        loss_fn,
+        len(bank),
+        config.batch_size,
+        config.weight_decay,
+        device,
+        out,
+        args.find_lr_steps,
+        generator,
+    )
 
 
 def make_card(

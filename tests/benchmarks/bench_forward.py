@@ -31,9 +31,12 @@ def main() -> int:
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--device", default="auto")
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument(
+        "--neck-channels", type=int, default=256, help="0: the stride-32 network without neck"
+    )
     args = parser.parse_args()
     device = resolve_device(args.device)
-    network = build_network(DetectorConfig(input_size=args.size))
+    network = build_network(DetectorConfig(input_size=args.size, neck_channels=args.neck_channels))
     backends = ["eager", "jit", "onnxruntime"] if device.type == "cpu" else ["eager"]
     predictors = {name: Predictor(network, device, backend=name) for name in backends}  # type: ignore[arg-type]
     print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, input {args.size}")
