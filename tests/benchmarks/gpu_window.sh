@@ -75,4 +75,10 @@ for decode in false true; do
     --jpegs "$JPEGS" --concurrency 16 64 256 --requests 1500 --soak 0 --env DETECTOR_DEVICE_DECODE=$decode 2>&1 \
     | tee "$OUT/bench_service_decode_$decode.txt"
 done
+step "summary"
+cat "$OUT/bench_train.txt" 2>/dev/null
+for decode in false true; do
+  echo "service, DETECTOR_DEVICE_DECODE=$decode:"
+  grep -E "^\| [0-9]+ \||^bare network" "$OUT/bench_service_decode_$decode.txt" 2>/dev/null
+done
 step "done"
