@@ -155,7 +155,6 @@ class TrainConfig:
     export: str | None
     export_part_mib: float | None
     command: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, command: str) -> TrainConfig:
