@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchvision.transforms.v2 import functional as TF
 
+from model.boxes import pad_boxes
 from model.config import IMAGENET_MEAN, IMAGENET_STD
 
 FILL = tuple(round(255 * m) for m in IMAGENET_MEAN)
@@ -97,20 +98,18 @@ def build_bank(
     ``boxes[i]`` are xyxy in image ``i``'s own pixels; they are scaled with it.
     """
     count = len(images)
-    most = max((len(b) for b in boxes), default=0)
     device = images[0].device if count else torch.device("cpu")
     bank = torch.empty(count, 3, canvas, canvas, dtype=torch.uint8, device=device)
     bank[:] = torch.tensor(FILL, dtype=torch.uint8, device=device).view(3, 1, 1)
     sizes = torch.zeros(count, 2, dtype=torch.long)
-    out_boxes = torch.zeros(count, most, 4)
-    out_labels = torch.full((count, most), -1, dtype=torch.long)
-    for i, (image, image_boxes, image_labels) in enumerate(zip(images, boxes, labels, strict=True)):
-        image, image_boxes = shrink(image, image_boxes, canvas)
+    shrunk_boxes: list[Tensor] = []
+    for i, (image, image_boxes) in enumerate(zip(images, boxes, strict=True)):
+        image, image_boxes = shrink(image, image_boxes.float().cpu(), canvas)
         height, width = image.shape[-2:]
         bank[i, :, :height, :width] = image
         sizes[i] = torch.tensor([height, width])
-        out_boxes[i, : len(image_boxes)] = image_boxes.cpu()
-        out_labels[i, : len(image_labels)] = image_labels.cpu()
+        shrunk_boxes.append(image_boxes)
+    out_boxes, out_labels = pad_boxes(shrunk_boxes, [label.cpu() for label in labels])
     return ImageBank(bank, sizes.to(device), out_boxes.to(device), out_labels.to(device))
 
 
