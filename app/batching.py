@@ -23,6 +23,7 @@ from app.decoding import DecodeError, EncodedJpeg
 from app.device_decode import decode_batch
 from app.metrics import Metrics
 from model.config import DetectParams
+from model.letterbox import Fitted
 from model.postprocess import Detections
 from model.predictor import Predictor
 
@@ -39,7 +40,7 @@ class BatchFailed(Exception):
 
 @dataclass
 class _Item:
-    image: Tensor | EncodedJpeg  # decoded pixels, or a JPEG to decode with its batch
+    image: Tensor | Fitted | EncodedJpeg  # decoded pixels, or a JPEG to decode with its batch
     params: DetectParams
     future: asyncio.Future[Detections]
 
@@ -84,7 +85,9 @@ class DynamicBatcher:
         self._queue.clear()
         self._executor.shutdown(wait=True)
 
-    async def submit(self, images: list[Tensor | EncodedJpeg], params: DetectParams) -> list[Detections]:
+    async def submit(
+        self, images: list[Tensor | Fitted | EncodedJpeg], params: DetectParams
+    ) -> list[Detections]:
         """Detect on ``images`` (all with ``params``); raises :class:`Overloaded`, :class:`BatchFailed`,
         or the :class:`DecodeError` of a JPEG that failed to decode."""
         self.check_capacity(len(images))
@@ -143,11 +146,11 @@ class DynamicBatcher:
     def _infer(self, batch: list[_Item]) -> list[Detections | DecodeError]:
         """In the inference thread: decode the batch's JPEGs (if any) on the device, then detect."""
         decoded = decode_batch([item.image for item in batch], self.device)
-        pixels: list[Tensor] = []
+        pixels: list[Tensor | Fitted] = []
         params: list[DetectParams] = []
         for item, image in zip(batch, decoded, strict=True):
-            if isinstance(image, Tensor):
+            if not isinstance(image, DecodeError):
                 pixels.append(image)
                 params.append(item.params)
         found = iter(self.predictor(pixels, params))
-        return [next(found) if isinstance(image, Tensor) else image for image in decoded]
+        return [image if isinstance(image, DecodeError) else next(found) for image in decoded]

@@ -2,23 +2,30 @@
 
 Formats are told by their bytes, not by file names or declared content types. JPEG, PNG, WebP
 and BMP decode; of a multi-frame file the first frame is used. The pixel limit is checked from
-the header before any pixel data is decoded, so a decompression bomb costs nothing. EXIF
-orientation is applied, so boxes refer to the image as a viewer shows it.
+the header before any pixel data is decoded, so a decompression bomb costs nothing; the file's
+framing is checked before any decoder runs (:mod:`app.prescan`), and Pillow reads through a
+deadline, so no file holds a thread for long. EXIF orientation is applied, so boxes refer to the
+image as a viewer shows it; EXIF that cannot be parsed is ignored (the image as stored), the same
+for every format. For the network only the image fitted to its input is kept (:func:`prepare`):
+the full-resolution pixels are freed as soon as the resize has read them.
 """
 
 from __future__ import annotations
 
 import io
+import time
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 from torch import Tensor
 from torchvision.io import ImageReadMode, decode_jpeg
 
 from app.errors import ClientError
+from app.prescan import MAX_RLE_BMP_PIXELS, StructureError, check_structure
+from model.letterbox import Fitted, fit
 
 SUPPORTED = "JPEG, PNG, WebP or BMP"
 SUPPORTED_MEDIA_TYPES = ("image/jpeg", "image/png", "image/webp", "image/bmp")
@@ -29,7 +36,8 @@ _PIL_FORMATS = {"jpeg": "JPEG", "png": "PNG", "webp": "WEBP", "bmp": "BMP"}
 
 
 class DecodeError(ClientError):
-    """An upload that cannot be decoded: 400 (corrupt), 413 (too many pixels), 415 (a type not decoded)."""
+    """An upload that cannot be decoded: 400 (corrupt, or too slow to decode), 413 (too many
+    pixels), 415 (a type not decoded)."""
 
 
 @dataclass(frozen=True)
@@ -44,6 +52,23 @@ class DecodedImage:
     @property
     def height(self) -> int:
         return int(self.pixels.shape[1])
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """An upload made ready for the network: fitted to its input, full pixels only if asked for."""
+
+    fitted: Fitted
+    full: Tensor | None  # uint8 (3, H, W), kept only for a drawn answer
+    format: str
+
+    @property
+    def width(self) -> int:
+        return self.fitted.width
+
+    @property
+    def height(self) -> int:
+        return self.fitted.height
 
 
 @dataclass(frozen=True)
@@ -103,6 +128,8 @@ def reason(exc: BaseException) -> str:
 
 def _to_rgb(image: Image.Image) -> Image.Image:
     """Any Pillow mode -> 8-bit RGB (16-bit scaled, alpha composited, CMYK/palette converted)."""
+    if image.mode == "RGB":
+        return image
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         array = np.asarray(image, dtype=np.float64)
         peak = 65535.0 if image.mode.startswith("I;16") or array.max(initial=0) > 255 else 255.0
@@ -117,8 +144,34 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def open_checked(data: bytes, max_pixels: int, label: str) -> tuple[Image.Image, str]:
-    """The opened (not yet decoded) image and its format, once the header passed every check."""
+class _DeadlineReader(io.BytesIO):
+    """The upload's bytes as Pillow reads them, refusing to be read past a deadline.
+
+    Pillow pulls its input a block at a time (a byte at a time in its Python decoders, a chunk at
+    a time while parsing a PNG), so a decode that overruns stops at its next read.
+    """
+
+    def __init__(self, data: bytes, deadline: float, message: str) -> None:
+        super().__init__(data)
+        self.deadline = deadline
+        self.message = message
+
+    def read(self, size: int | None = -1) -> bytes:
+        if time.monotonic() > self.deadline:
+            raise DecodeError(400, self.message)
+        return super().read(size)
+
+
+def _timeout_message(label: str, timeout: float) -> str:
+    return (
+        f"{label} took longer than {timeout:g} s to decode (DETECTOR_DECODE_TIMEOUT_SECONDS); "
+        "send a smaller or re-encoded image"
+    )
+
+
+def open_checked(data: bytes, max_pixels: int, label: str, timeout: float = 30.0) -> tuple[Image.Image, str]:
+    """The opened (not yet decoded) image and its format, once the framing and header passed every
+    check. Pillow reads it through a deadline ``timeout`` seconds from now."""
     if not data:
         raise DecodeError(400, f"{label} is empty; send the bytes of a {SUPPORTED} image")
     kind = sniff_format(data)
@@ -131,15 +184,22 @@ def open_checked(data: bytes, max_pixels: int, label: str) -> tuple[Image.Image,
             415, f"{label} is a {kind} file, which this service does not decode; send a {SUPPORTED} image"
         )
     try:
+        check_structure(data, kind, label)
+    except StructureError as exc:
+        raise DecodeError(exc.status, exc.detail) from exc
+    source = _DeadlineReader(data, time.monotonic() + timeout, _timeout_message(label, timeout))
+    try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data), formats=[_PIL_FORMATS[kind]])
+            image = Image.open(source, formats=[_PIL_FORMATS[kind]])
             width, height = image.size
+    except ClientError:
+        raise
     except Image.DecompressionBombError as exc:
         raise DecodeError(
             413, f"{label} claims too many pixels{reason(exc)}; the limit is {max_pixels:,}"
         ) from exc
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+    except Exception as exc:  # any parser failure on client bytes is the client's corrupt file
         raise DecodeError(
             400,
             f"{label} looks like {kind.upper()} but its header is corrupt{reason(exc)}; send a valid image",
@@ -152,50 +212,97 @@ def open_checked(data: bytes, max_pixels: int, label: str) -> tuple[Image.Image,
             f"{label} is {width}x{height} = {width * height:,} pixels, over the limit of {max_pixels:,}; "
             "send a smaller image",
         )
+    if kind == "bmp" and image.tile and image.tile[0][0] == "bmp_rle" and width * height > MAX_RLE_BMP_PIXELS:
+        raise DecodeError(
+            413,
+            f"{label} is a run-length compressed BMP of {width * height:,} pixels; those are decoded up "
+            f"to {MAX_RLE_BMP_PIXELS:,} pixels (send it as PNG or uncompressed BMP)",
+        )
     return image, kind
 
 
-def decode_image_bytes(data: bytes, max_pixels: int, label: str = "image") -> DecodedImage:
+def exif_orientation(image: Image.Image) -> int:
+    """The EXIF orientation (1-8) of an opened image; 1 (as stored) when EXIF is absent or unreadable."""
+    try:
+        value = image.getexif().get(EXIF_ORIENTATION, 1)
+    except Exception:
+        return 1
+    return value if isinstance(value, int) and value in range(1, 9) else 1
+
+
+def orient(pixels: Tensor, orientation: int) -> Tensor:
+    """Apply an EXIF orientation (1-8) to ``(C, H, W)`` pixels, as a viewer would show them."""
+    if orientation == 2:
+        return pixels.flip(-1)
+    if orientation == 3:
+        return pixels.flip(-1, -2)
+    if orientation == 4:
+        return pixels.flip(-2)
+    if orientation == 5:
+        return pixels.transpose(-1, -2)
+    if orientation == 6:
+        return pixels.transpose(-1, -2).flip(-1)
+    if orientation == 7:
+        return pixels.transpose(-1, -2).flip(-1, -2)
+    if orientation == 8:
+        return pixels.transpose(-1, -2).flip(-2)
+    return pixels
+
+
+def decode_image_bytes(
+    data: bytes, max_pixels: int, label: str = "image", timeout: float = 30.0
+) -> DecodedImage:
     """Decode one upload; raises :class:`DecodeError` (400/413/415) with a message for people.
 
     ``label`` names the part in messages (e.g. ``part 2 ('cat.png')``).
     """
-    image, kind = open_checked(data, max_pixels, label)
+    image, kind = open_checked(data, max_pixels, label, timeout)
     return _decode_opened(image, kind, data, label)
 
 
 def _decode_opened(image: Image.Image, kind: str, data: bytes, label: str) -> DecodedImage:
     try:
+        orientation = exif_orientation(image)
         if kind == "jpeg" and image.mode in ("RGB", "L"):
-            # libjpeg-turbo through torchvision: faster than Pillow, identical pixels.
-            pixels = decode_jpeg(
-                torch.frombuffer(bytearray(data), dtype=torch.uint8),
-                mode=ImageReadMode.RGB,
-                apply_exif_orientation=True,
-            )
+            # libjpeg-turbo through torchvision: faster than Pillow, identical pixels. Its own
+            # EXIF reading is not used, so that every format orients (or not) the same way.
+            image.close()
+            pixels = decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
         else:
             image.seek(0)  # first frame of an animation
-            oriented: Image.Image = ImageOps.exif_transpose(image) or image
-            rgb = np.asarray(_to_rgb(oriented))
-            pixels = torch.from_numpy(rgb.copy()).permute(2, 0, 1).contiguous()
-    except (OSError, ValueError, SyntaxError, RuntimeError, EOFError, Image.DecompressionBombError) as exc:
+            rgb = _to_rgb(image)
+            # (H, W, 3) memory seen as (3, H, W): one copy of the pixels, in the channels-last
+            # layout that the antialiased resize reads fastest.
+            pixels = torch.from_numpy(np.array(rgb)).permute(2, 0, 1)
+            rgb.close()
+            image.close()
+    except ClientError:
+        raise
+    except Exception as exc:  # any decoder failure on client bytes is the client's corrupt file
         raise DecodeError(
             400, f"{label} is a truncated or corrupt {kind.upper()} image{reason(exc)}; send the whole file"
         ) from exc
-    return DecodedImage(pixels=pixels, format=kind)
+    return DecodedImage(pixels=orient(pixels, orientation), format=kind)
 
 
-def check_or_decode(data: bytes, max_pixels: int, label: str = "image") -> DecodedImage | EncodedJpeg:
+def prepare(
+    data: bytes, max_pixels: int, input_size: int, label: str, timeout: float, keep_full: bool = False
+) -> Prepared:
+    """Decode one upload and fit it to the network's input; the full pixels are dropped unless
+    ``keep_full`` (a drawn answer needs them)."""
+    decoded = decode_image_bytes(data, max_pixels, label, timeout)
+    return Prepared(fit(decoded.pixels, input_size), decoded.pixels if keep_full else None, decoded.format)
+
+
+def check_or_decode(
+    data: bytes, max_pixels: int, label: str = "image", timeout: float = 30.0
+) -> DecodedImage | EncodedJpeg:
     """Like :func:`decode_image_bytes`, but an RGB or greyscale JPEG is only checked (header, size,
     pixel limit, EXIF orientation) and left for :func:`app.device_decode.decode_batch`."""
-    image, kind = open_checked(data, max_pixels, label)
+    image, kind = open_checked(data, max_pixels, label, timeout)
     if kind != "jpeg" or image.mode not in ("RGB", "L"):
         return _decode_opened(image, kind, data, label)
-    try:
-        orientation = image.getexif().get(EXIF_ORIENTATION, 1)
-    except (OSError, ValueError, SyntaxError, TypeError):  # unreadable EXIF: shown as stored
-        orientation = 1
-    orientation = orientation if orientation in range(1, 9) else 1
+    orientation = exif_orientation(image)
     width, height = image.size
     if orientation in TRANSPOSING:
         width, height = height, width

@@ -73,17 +73,27 @@ ServiceDep = Annotated[DetectorService, Depends(get_service)]
 LoadedServiceDep = Annotated[DetectorService, Depends(get_loaded_service)]
 
 
+def supplied_keys(request: Request) -> list[str]:
+    """The keys a request offers: ``X-API-Key`` and a Bearer ``Authorization``, whitespace trimmed."""
+    keys = []
+    if (header := request.headers.get("x-api-key")) is not None:
+        keys.append(header.strip())
+    scheme, _, token = request.headers.get("authorization", "").strip().partition(" ")
+    if scheme.lower() == "bearer":
+        keys.append(token.strip())
+    return keys
+
+
 async def require_api_key(request: Request, settings: SettingsDep) -> None:
-    """When ``DETECTOR_API_KEY`` is set: ``Authorization: Bearer KEY`` or ``X-API-Key: KEY``."""
+    """When ``DETECTOR_API_KEY`` is set: accepted when ``Authorization: Bearer KEY`` or
+    ``X-API-Key: KEY`` carries it (either header; surrounding whitespace ignored)."""
     if settings.api_key is None:
         return
-    supplied = request.headers.get("x-api-key")
-    if supplied is None:
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        supplied = token.strip() if scheme.lower() == "bearer" else None
-    expected = settings.api_key.get_secret_value().encode()
-    # compare_digest takes the same time whatever the position of the first differing byte.
-    if supplied is None or not hmac.compare_digest(supplied.encode(), expected):
+    expected = settings.api_key.get_secret_value().strip().encode()
+    # compare_digest takes the same time whatever the position of the first differing byte;
+    # every offered key is compared, so the time says nothing about which one matched.
+    matches = [hmac.compare_digest(key.encode(), expected) for key in supplied_keys(request)]
+    if not any(matches):
         raise HTTPException(
             401,
             "missing or wrong API key; send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",

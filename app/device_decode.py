@@ -19,26 +19,8 @@ import torch
 from torch import Tensor
 from torchvision.io import ImageReadMode, decode_jpeg
 
-from app.decoding import DecodeError, EncodedJpeg, reason
-
-
-def orient(pixels: Tensor, orientation: int) -> Tensor:
-    """Apply an EXIF orientation (1-8) to ``(C, H, W)`` pixels, as a viewer would show them."""
-    if orientation == 2:
-        return pixels.flip(-1)
-    if orientation == 3:
-        return pixels.flip(-1, -2)
-    if orientation == 4:
-        return pixels.flip(-2)
-    if orientation == 5:
-        return pixels.transpose(-1, -2)
-    if orientation == 6:
-        return pixels.transpose(-1, -2).flip(-1)
-    if orientation == 7:
-        return pixels.transpose(-1, -2).flip(-1, -2)
-    if orientation == 8:
-        return pixels.transpose(-1, -2).flip(-2)
-    return pixels
+from app.decoding import DecodeError, EncodedJpeg, orient, reason
+from model.letterbox import Fitted
 
 
 def _decode_one(jpeg: EncodedJpeg, device: torch.device) -> Tensor | DecodeError:
@@ -51,7 +33,9 @@ def _decode_one(jpeg: EncodedJpeg, device: torch.device) -> Tensor | DecodeError
     return orient(pixels, jpeg.orientation)
 
 
-def decode_batch(images: Sequence[Tensor | EncodedJpeg], device: torch.device) -> list[Tensor | DecodeError]:
+def decode_batch(
+    images: Sequence[Tensor | Fitted | EncodedJpeg], device: torch.device
+) -> list[Tensor | Fitted | DecodeError]:
     """Decoded pixels for each :class:`EncodedJpeg` (others pass through), or its error."""
     jpegs = {k: image for k, image in enumerate(images) if isinstance(image, EncodedJpeg)}
     decoded: dict[int, Tensor | DecodeError] = {}

@@ -6,7 +6,8 @@ from __future__ import annotations
 class ClientError(Exception):
     """Something the client sent is wrong; ``detail`` says what, and what to send instead."""
 
-    def __init__(self, status: int, detail: str) -> None:
+    def __init__(self, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(detail)
         self.status = status
         self.detail = detail
+        self.headers = headers

@@ -25,6 +25,7 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.batching import DynamicBatcher
+from app.decode_pool import DecodeLimits, DecodePool
 from app.metrics import Metrics
 from app.routes import router
 from app.service import DetectorService, InFlight
@@ -61,7 +62,13 @@ async def load_service(app: FastAPI) -> None:
             settings.batch_timeout_ms / 1000.0,
             settings.max_queue_images,
         )
-        service = DetectorService(predictor, weights, batcher)
+        limits = DecodeLimits(
+            settings.max_image_pixels, settings.max_request_pixels, settings.decode_timeout_seconds
+        )
+        decoder = DecodePool(
+            limits, settings.decode_pixel_budget, settings.decode_threads, predictor.config.input_size
+        )
+        service = DetectorService(predictor, weights, batcher, decoder)
         await asyncio.to_thread(service.warm_up, settings.device_decode)
         batcher.start()
         app.state.service = service
@@ -141,6 +148,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         service: DetectorService | None = app.state.service
         if service is not None:
             await service.batcher.stop()
+            service.shutdown()
 
 
 class AccessLogMiddleware:

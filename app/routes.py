@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -10,10 +11,11 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from torch import Tensor
 from torchvision.io import encode_jpeg, encode_png
 
 from app.batching import BatchFailed, Overloaded
-from app.decoding import DecodedImage, DecodeError, EncodedJpeg, check_or_decode, decode_image_bytes
+from app.decoding import DecodeError, EncodedJpeg, Prepared
 from app.deps import (
     InFlightDep,
     LoadedServiceDep,
@@ -23,6 +25,7 @@ from app.deps import (
     SettingsDep,
     require_api_key,
 )
+from app.metrics import Metrics
 from app.schemas import (
     Box,
     Detection,
@@ -36,6 +39,8 @@ from app.schemas import (
     Readiness,
     Timing,
 )
+from app.service import DetectorService
+from app.settings import Settings
 from app.upload import ImagePart, UploadError, image_parts, read_body
 from model.config import DetectParams
 from model.draw import draw_detections
@@ -85,6 +90,10 @@ def parse_classes(
     if value is None or not value.strip():
         return None, None
     names = [name.strip() for name in value.split(",") if name.strip()]
+    if not names:
+        raise HTTPException(
+            422, f"'classes' names no class ({value!r}); omit it to keep every class, or name some"
+        )
     unknown = [name for name in names if name not in classes]
     if unknown:
         raise HTTPException(
@@ -99,7 +108,7 @@ def overloaded(retry_after: int, reason: str) -> HTTPException:
 
 
 def to_result(
-    part: ImagePart, image: DecodedImage | EncodedJpeg, found: Detections, classes: tuple[str, ...]
+    part: ImagePart, image: Prepared | EncodedJpeg, found: Detections, classes: tuple[str, ...]
 ) -> ImageResult:
     rounded = [[round(v, 2) for v in box] for box in found.boxes_xyxy.tolist()]
     detections = [
@@ -155,50 +164,39 @@ async def detect(
         max_detections=settings.max_detections if max_detections is None else max_detections,
         class_ids=class_ids,
     )
+    drawn = output_format != "json"
+    if inflight.count >= settings.max_inflight_requests:
+        metrics.rejected.inc()
+        raise overloaded(settings.retry_after_seconds, f"{inflight.count} requests in progress")
     inflight.enter()
     try:
         try:
             service.batcher.check_capacity()
-            body = await read_body(request, settings.max_upload_bytes)
+            body = await read_body(request, settings.max_upload_bytes, settings.body_timeout_seconds)
             parts = await image_parts(request, body, settings.max_images_per_request)
             service.batcher.check_capacity(len(parts))
         except Overloaded as exc:
             raise overloaded(settings.retry_after_seconds, "overloaded") from exc
         except UploadError as exc:
-            raise HTTPException(exc.status, exc.detail) from exc
+            raise HTTPException(exc.status, exc.detail, exc.headers) from exc
         del body
-        if output_format != "json" and len(parts) != 1:
+        if drawn and len(parts) != 1:
             raise HTTPException(
                 422,
                 f"format={output_format} returns one drawn image; send exactly one image, not {len(parts)}",
             )
-        # A drawn answer needs the pixels here; JSON can leave JPEGs to the batcher.
-        decode = check_or_decode if settings.device_decode and output_format == "json" else decode_image_bytes
-        decode_start = time.perf_counter()
-        try:
-            images = await asyncio.gather(
-                *(
-                    asyncio.to_thread(decode, part.data, settings.max_image_pixels, part.label)
-                    for part in parts
+        # A drawn answer keeps a full-resolution image until it is encoded: one at a time.
+        async with service.draw_lane if drawn else contextlib.nullcontext():
+            images, found, decode_ms, inference_ms = await _decode_and_detect(
+                service, settings, metrics, parts, params, drawn
+            )
+            if drawn:
+                full = images[0].full if isinstance(images[0], Prepared) else None
+                assert full is not None
+                loop = asyncio.get_running_loop()
+                encoded = await loop.run_in_executor(
+                    service.draw_executor, render, full, found[0], service.classes, output_format
                 )
-            )
-        except DecodeError as exc:
-            metrics.decode_failures.labels(str(exc.status)).inc()
-            raise HTTPException(exc.status, exc.detail) from exc
-        decode_ms = (time.perf_counter() - decode_start) * 1000
-        infer_start = time.perf_counter()
-        try:
-            found = await service.batcher.submit(
-                [image.pixels if isinstance(image, DecodedImage) else image for image in images], params
-            )
-        except DecodeError as exc:  # a JPEG left to the batcher that failed to decode there
-            metrics.decode_failures.labels(str(exc.status)).inc()
-            raise HTTPException(exc.status, exc.detail) from exc
-        except Overloaded as exc:
-            raise overloaded(settings.retry_after_seconds, "overloaded") from exc
-        except BatchFailed as exc:
-            raise overloaded(settings.retry_after_seconds, "inference failed for this batch") from exc
-        inference_ms = (time.perf_counter() - infer_start) * 1000
     finally:
         inflight.leave()
     results = [to_result(p, i, f, service.classes) for p, i, f in zip(parts, images, found, strict=True)]
@@ -206,12 +204,9 @@ async def detect(
     for result in results:
         for detection in result.detections:
             metrics.detections.labels(detection.class_name).inc()
-    if output_format != "json":
-        assert isinstance(images[0], DecodedImage)
-        drawn = await asyncio.to_thread(draw_detections, images[0].pixels, found[0], service.classes)
-        encoded = encode_png(drawn) if output_format == "png" else encode_jpeg(drawn, quality=90)
+    if drawn:
         return Response(
-            encoded.numpy().tobytes(),
+            encoded,
             media_type="image/png" if output_format == "png" else "image/jpeg",
             headers={"X-Detections": str(len(found[0]))},
         )
@@ -230,6 +225,43 @@ async def detect(
             total=round((time.perf_counter() - start) * 1000, 2),
         ),
     )
+
+
+async def _decode_and_detect(
+    service: DetectorService,
+    settings: Settings,
+    metrics: Metrics,
+    parts: list[ImagePart],
+    params: DetectParams,
+    keep_full: bool,
+) -> tuple[list[Prepared | EncodedJpeg], list[Detections], float, float]:
+    decode_start = time.perf_counter()
+    try:
+        images = await service.decoder.prepare(parts, keep_full, settings.device_decode)
+    except DecodeError as exc:
+        metrics.decode_failures.labels(str(exc.status)).inc()
+        raise HTTPException(exc.status, exc.detail) from exc
+    decode_ms = (time.perf_counter() - decode_start) * 1000
+    infer_start = time.perf_counter()
+    try:
+        found = await service.batcher.submit(
+            [image.fitted if isinstance(image, Prepared) else image for image in images], params
+        )
+    except DecodeError as exc:  # a JPEG left to the batcher that failed to decode there
+        metrics.decode_failures.labels(str(exc.status)).inc()
+        raise HTTPException(exc.status, exc.detail) from exc
+    except Overloaded as exc:
+        raise overloaded(settings.retry_after_seconds, "overloaded") from exc
+    except BatchFailed as exc:
+        raise overloaded(settings.retry_after_seconds, "inference failed for this batch") from exc
+    return images, found, decode_ms, (time.perf_counter() - infer_start) * 1000
+
+
+def render(image: Tensor, found: Detections, classes: tuple[str, ...], output_format: str) -> bytes:
+    """The drawn answer's bytes: boxes drawn on the full image, encoded as PNG or JPEG."""
+    drawn = draw_detections(image, found, classes)
+    encoded = encode_png(drawn) if output_format == "png" else encode_jpeg(drawn, quality=90)
+    return bytes(encoded.numpy().tobytes())
 
 
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)

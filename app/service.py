@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import torch
 from torchvision.io import encode_jpeg
 
 from app.batching import DynamicBatcher
+from app.decode_pool import DecodePool
 from app.decoding import EncodedJpeg, check_or_decode
 from app.device_decode import decode_batch
 from model.checkpoint import LoadedWeights
@@ -20,6 +22,17 @@ class DetectorService:
     predictor: Predictor
     weights: LoadedWeights
     batcher: DynamicBatcher
+    decoder: DecodePool
+    # Drawn answers (format=image/jpeg/png) hold a full-resolution image until it is encoded:
+    # one at a time, on a thread of their own, off the event loop.
+    draw_lane: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
+    draw_executor: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="draw")
+    )
+
+    def shutdown(self) -> None:
+        self.decoder.shutdown()
+        self.draw_executor.shutdown(wait=False, cancel_futures=True)
 
     @property
     def classes(self) -> tuple[str, ...]:

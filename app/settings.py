@@ -24,6 +24,17 @@ class Settings(BaseSettings):
     max_upload_bytes: Annotated[int, Field(ge=1)] = 20 * 1024 * 1024
     max_image_pixels: Annotated[int, Field(ge=1)] = 40_000_000
     max_images_per_request: Annotated[int, Field(ge=1)] = 16
+    # Bounds on what one request, and all of them together, may cost (README: Limits).
+    max_request_pixels: Annotated[int, Field(ge=1)] = 160_000_000
+    decode_pixel_budget: Annotated[int, Field(ge=1)] = 80_000_000
+    decode_timeout_seconds: Annotated[float, Field(gt=0.0)] = 10.0
+    decode_threads: Annotated[int, Field(ge=1)] = 4
+    max_inflight_requests: Annotated[int, Field(ge=1)] = 32
+    body_timeout_seconds: Annotated[float, Field(gt=0.0)] = 60.0
+    # Read by the HTTP protocol (app.protocol), before a request reaches the app.
+    header_timeout_seconds: Annotated[float, Field(gt=0.0)] = 10.0
+    max_header_bytes: Annotated[int, Field(ge=1024)] = 65_536
+    max_url_bytes: Annotated[int, Field(ge=256)] = 16_384
     api_key: SecretStr | None = None
     # Dynamic batching: images from concurrent requests share one forward pass. With no timeout
     # (the default) a batch is whatever queued while the previous one ran, so a lone request

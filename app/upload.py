@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 from starlette.datastructures import UploadFile
@@ -12,9 +13,12 @@ from starlette.types import Message
 from app.decoding import SUPPORTED, SUPPORTED_MEDIA_TYPES
 from app.errors import ClientError
 
+# File parts not named "image" that a multipart body may also carry (and that are ignored).
+MAX_OTHER_FILES = 16
+
 
 class UploadError(ClientError):
-    """A request body that is not an acceptable upload: 400, 413 or 415."""
+    """A request body that is not an acceptable upload: 400, 408, 413 or 415."""
 
 
 @dataclass(frozen=True)
@@ -29,18 +33,34 @@ class ImagePart:
         return f"image part {self.index}{name}"
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The body, refusing with 413 as soon as it passes ``limit`` bytes (never read unbounded)."""
+async def read_body(request: Request, limit: int, timeout: float = 60.0) -> bytes:
+    """The body, refusing with 413 as soon as it passes ``limit`` bytes (never read unbounded) and
+    with 408 when it has not all arrived ``timeout`` seconds after the request began."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise UploadError(413, f"request body is {int(declared):,} bytes, over the limit of {limit:,}")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise UploadError(413, f"request body passed the limit of {limit:,} bytes; send a smaller image")
-        chunks.append(chunk)
+
+    async def receive_all() -> None:
+        nonlocal size
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise UploadError(
+                    413, f"request body passed the limit of {limit:,} bytes; send a smaller image"
+                )
+            chunks.append(chunk)
+
+    try:
+        await asyncio.wait_for(receive_all(), timeout)
+    except TimeoutError as exc:
+        raise UploadError(
+            408,
+            f"the request body did not arrive within {timeout:g} s (DETECTOR_BODY_TIMEOUT_SECONDS); "
+            f"{size:,} bytes came",
+            {"Connection": "close"},
+        ) from exc
     return b"".join(chunks)
 
 
@@ -62,9 +82,16 @@ async def image_parts(request: Request, body: bytes, max_images: int) -> list[Im
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type == "multipart/form-data":
         try:
-            form = await _replay(request, body).form(max_files=max_images + 16, max_fields=64)
+            form = await _replay(request, body).form(max_files=max_images + MAX_OTHER_FILES, max_fields=64)
         except HTTPException as exc:
+            if str(exc.detail).startswith(("Too many files", "Too many fields")):
+                raise UploadError(
+                    413,
+                    f"too many parts in one request ({exc.detail}); the limit is {max_images} images",
+                ) from exc
             raise UploadError(400, f"malformed multipart body: {exc.detail}") from exc
+        except Exception as exc:  # the parser on odd headers (an unknown charset, bad encodings)
+            raise UploadError(400, f"malformed multipart body: {type(exc).__name__}") from exc
         try:
             parts: list[ImagePart] = []
             other: list[str] = []

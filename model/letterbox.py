@@ -58,8 +58,29 @@ def letterbox_geometry(height: int, width: int, size: int) -> tuple[int, int, Le
     return new_h, new_w, box
 
 
+@dataclass(frozen=True)
+class Fitted:
+    """An image already resized to its letterbox fit, with the size it had before.
+
+    What a server keeps of an upload while it waits for the network: a few hundred kilobytes
+    instead of the full-resolution pixels, which :func:`fit` frees. Letterboxing a ``Fitted``
+    gives exactly what letterboxing the original would on CPU (the resize is the same call).
+    """
+
+    pixels: Tensor  # uint8 (3, h, w): the resized image, longer side = the input size
+    width: int  # the original image's size in pixels
+    height: int
+
+
+def fit(image: Tensor, size: int) -> Fitted:
+    """uint8 ``(3, H, W)`` image -> its antialiased resize to the letterbox fit of a ``size`` square."""
+    height, width = int(image.shape[-2]), int(image.shape[-1])
+    new_h, new_w, _ = letterbox_geometry(height, width, size)
+    return Fitted(TF.resize(image, [new_h, new_w], antialias=True), width, height)
+
+
 def letterbox_batch(
-    images: Sequence[Tensor],
+    images: Sequence[Tensor | Fitted],
     size: int,
     mean: Sequence[float],
     std: Sequence[float],
@@ -69,22 +90,32 @@ def letterbox_batch(
     """uint8 ``(3, H_i, W_i)`` RGB images of any sizes -> normalized ``(B, 3, size, size)`` batch.
 
     Each image is resized (antialiased, aspect kept) so its longer side is ``size``, centred,
-    and the border is filled with the normalization mean (zero after normalizing).
+    and the border is filled with the normalization mean (zero after normalizing). A
+    :class:`Fitted` image is already resized; its placement maps boxes to its original size.
     """
     batch = torch.zeros(len(images), 3, size, size, device=device, dtype=dtype)
     mean_t = torch.tensor(mean, device=device, dtype=torch.float32).view(3, 1, 1)
     std_t = torch.tensor(std, device=device, dtype=torch.float32).view(3, 1, 1)
     boxes: list[Letterbox] = []
-    for k, image in enumerate(images):
+    for k, item in enumerate(images):
+        image = item.pixels if isinstance(item, Fitted) else item
         if image.dtype != torch.uint8 or image.ndim != 3 or image.shape[0] != 3:
             raise ValueError(f"expected a uint8 (3, H, W) RGB image, got {image.dtype} {tuple(image.shape)}")
-        height, width = int(image.shape[1]), int(image.shape[2])
+        if isinstance(item, Fitted):
+            height, width = item.height, item.width
+        else:
+            height, width = int(image.shape[1]), int(image.shape[2])
         new_h, new_w, placement = letterbox_geometry(height, width, size)
         on_device = image.to(device, non_blocking=True)
-        if device.type != "cpu":
-            # Antialiased resize of uint8 is a CPU kernel; on the GPU resize in float.
-            on_device = on_device.float()
-        resized = TF.resize(on_device, [new_h, new_w], antialias=True)
+        if isinstance(item, Fitted):
+            if tuple(image.shape[1:]) != (new_h, new_w):
+                raise ValueError(f"fitted {tuple(image.shape)} is not {height}x{width} fitted to {size}")
+            resized = on_device
+        else:
+            if device.type != "cpu":
+                # Antialiased resize of uint8 is a CPU kernel; on the GPU resize in float.
+                on_device = on_device.float()
+            resized = TF.resize(on_device, [new_h, new_w], antialias=True)
         normalized = (resized.float() / 255.0 - mean_t) / std_t
         top, left = int(placement.pad_y), int(placement.pad_x)
         batch[k, :, top : top + new_h, left : left + new_w] = normalized.to(dtype)

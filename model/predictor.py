@@ -18,7 +18,7 @@ from torch import Tensor
 from model.boxes import split_grid
 from model.checkpoint import LoadedWeights, load_weights
 from model.config import DetectorConfig, DetectParams
-from model.letterbox import Letterbox, letterbox_batch
+from model.letterbox import Fitted, Letterbox, letterbox_batch
 from model.network import GridDetector
 from model.postprocess import Detections, postprocess
 
@@ -101,7 +101,7 @@ class Predictor:
         predictor = cls(loaded.network, resolve_device(device), dtype, loaded.defaults, backend)
         return predictor, loaded
 
-    def preprocess(self, images: Sequence[Tensor]) -> tuple[Tensor, list[Letterbox]]:
+    def preprocess(self, images: Sequence[Tensor | Fitted]) -> tuple[Tensor, list[Letterbox]]:
         """uint8 images -> normalized ``(B, 3, S, S)`` batch on the device, and each placement."""
         batch, placements = letterbox_batch(
             images, self.config.input_size, self.config.mean, self.config.std, self.device, self.dtype
@@ -116,10 +116,11 @@ class Predictor:
     @torch.inference_mode()
     def __call__(
         self,
-        images: Tensor | Sequence[Tensor],
+        images: Tensor | Sequence[Tensor | Fitted],
         params: DetectParams | Sequence[DetectParams] | None = None,
     ) -> list[Detections]:
-        """Detect objects in one image or a list; ``params`` per image or shared (default: the card's)."""
+        """Detect objects in one image or a list (full images, or :class:`Fitted` ones); ``params``
+        per image or shared (default: the card's)."""
         if isinstance(images, Tensor) and images.ndim == 3:
             images = [images]
         images = list(images)

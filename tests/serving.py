@@ -64,6 +64,8 @@ class Server:
             "-m",
             "uvicorn",
             "app.main:app",
+            "--http",
+            "app.protocol:GuardedHttpTools",
             "--host",
             "127.0.0.1",
             "--port",

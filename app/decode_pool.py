@@ -1,0 +1,119 @@
+"""Decoding a request's images with bounded memory, CPU and time.
+
+- Every part's framing and header are checked first (cheap), and the request's total pixels are
+  capped (``DETECTOR_MAX_REQUEST_PIXELS``) before any pixel is decoded.
+- Decoding runs on a pool of its own threads, never on the event loop or the default executor, so
+  a slow decode cannot starve other work of threads.
+- A pixel budget (``DETECTOR_DECODE_PIXEL_BUDGET``) bounds the full-resolution pixels being
+  decoded at once, across all requests: an image waits until its pixels fit. Once decoded an
+  image is fitted to the network's input and its full pixels are freed, so what a request holds
+  afterwards is a few hundred kilobytes per image.
+- Pillow reads each file through a deadline (``DETECTOR_DECODE_TIMEOUT_SECONDS``): a decode that
+  runs past it stops and the request gets a 400 saying so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from app.decoding import (
+    DecodedImage,
+    DecodeError,
+    EncodedJpeg,
+    Prepared,
+    check_or_decode,
+    open_checked,
+    prepare,
+)
+from app.upload import ImagePart
+from model.letterbox import fit
+
+
+class PixelBudget:
+    """An async semaphore counted in pixels. Not first-come-first-served: a small image that fits
+    goes ahead of a large one that does not, so ordinary photos are not held behind huge ones."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.used = 0
+        self._changed = asyncio.Condition()
+
+    @contextlib.asynccontextmanager
+    async def hold(self, pixels: int) -> AsyncIterator[None]:
+        pixels = min(pixels, self.capacity)  # one image over the budget runs alone
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.used + pixels <= self.capacity)
+            self.used += pixels
+        try:
+            yield
+        finally:
+            async with self._changed:
+                self.used -= pixels
+                self._changed.notify_all()
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    max_image_pixels: int
+    max_request_pixels: int
+    timeout_s: float
+
+
+class DecodePool:
+    def __init__(self, limits: DecodeLimits, pixel_budget: int, threads: int, input_size: int) -> None:
+        self.limits = limits
+        self.input_size = input_size
+        self.budget = PixelBudget(pixel_budget)
+        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="decode")
+
+    def shutdown(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def _header_pixels(self, part: ImagePart) -> int:
+        image, _ = open_checked(part.data, self.limits.max_image_pixels, part.label, self.limits.timeout_s)
+        width, height = image.size
+        image.close()
+        return int(width * height)
+
+    def _prepare(self, part: ImagePart, keep_full: bool, device_decode: bool) -> Prepared | EncodedJpeg:
+        limits = self.limits
+        if device_decode and not keep_full:
+            image = check_or_decode(part.data, limits.max_image_pixels, part.label, limits.timeout_s)
+            if isinstance(image, DecodedImage):
+                return Prepared(fit(image.pixels, self.input_size), None, image.format)
+            return image
+        return prepare(
+            part.data, limits.max_image_pixels, self.input_size, part.label, limits.timeout_s, keep_full
+        )
+
+    async def prepare(
+        self, parts: Sequence[ImagePart], keep_full: bool = False, device_decode: bool = False
+    ) -> list[Prepared | EncodedJpeg]:
+        """Every part decoded and fitted, in order; raises the first part's :class:`DecodeError`.
+
+        With ``device_decode`` an RGB or greyscale JPEG is only checked and returned as an
+        :class:`EncodedJpeg` for the batcher to decode on the inference device."""
+        loop = asyncio.get_running_loop()
+        pixels = await asyncio.gather(
+            *(loop.run_in_executor(self._executor, self._header_pixels, part) for part in parts)
+        )
+        total = sum(pixels)
+        if total > self.limits.max_request_pixels:
+            raise DecodeError(
+                413,
+                f"the request's {len(parts)} images hold {total:,} pixels together, over the limit of "
+                f"{self.limits.max_request_pixels:,} (DETECTOR_MAX_REQUEST_PIXELS); send fewer or smaller "
+                "images per request",
+            )
+
+        async def one(part: ImagePart, count: int) -> Prepared | EncodedJpeg:
+            async with self.budget.hold(count):
+                return await loop.run_in_executor(
+                    self._executor, self._prepare, part, keep_full, device_decode
+                )
+
+        return list(await asyncio.gather(*(one(p, n) for p, n in zip(parts, pixels, strict=True))))
