@@ -114,7 +114,7 @@ async def image_parts(request: Request, body: bytes, max_images: int) -> list[Im
                 400, f"no file part named 'image'{seen}; send multipart/form-data with image=@FILE"
             )
         if len(parts) > max_images:
-            raise UploadError(413, f"{len(parts)} images in one request, over the limit of {max_images}")
+            raise UploadError(413, f"{len(parts)} images in one request; the limit is {max_images} images")
         return parts
     if media_type in SUPPORTED_MEDIA_TYPES or media_type == "application/octet-stream":
         if not body:

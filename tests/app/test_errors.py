@@ -120,7 +120,7 @@ def test_limits(weights_dir):
         wait_ready(client)
         expect(client.post("/detect", files={"image": ("big.jpg", os.urandom(6000))}), 413, "limit")
         files = [("image", (f"{k}.jpg", image_bytes(8, 8))) for k in range(3)]
-        expect(client.post("/detect", files=files), 413, "3 images", "limit of 2")
+        expect(client.post("/detect", files=files), 413, "3 images", "the limit is 2 images")
         assert client.post("/detect", files=files[:2]).status_code == 200
 
 
