@@ -30,6 +30,10 @@ REASONS = {
 }
 
 
+# How long a refused connection keeps reading (and dropping) what the client still sends.
+LINGER_SECONDS = 2.0
+
+
 @functools.lru_cache(maxsize=1)
 def _settings() -> Settings:
     return Settings()
@@ -59,6 +63,7 @@ class GuardedHttpTools(HttpToolsProtocol):
         self._header_total = 0
         self._head_timer: asyncio.TimerHandle | None = None
         self._refusal: tuple[int, str] | None = None
+        self._refused = False
 
     # --- the head phase: from connection (or the previous response) to the end of the headers
 
@@ -86,11 +91,19 @@ class GuardedHttpTools(HttpToolsProtocol):
         )
 
     def _refuse(self, status: int, detail: str) -> None:
+        """Answer and close. The rest of what the client is sending is read and dropped for a
+        moment first (a lingering close): closing with unread data would reset the connection
+        and the client could lose the answer."""
         self._in_head = False
+        self._refused = True
         self._cancel_head_timer()
         self.logger.warning("refused before the app: %d %s", status, detail)
         self.transport.write(refusal(status, detail))
-        self.transport.close()
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+            self.loop.call_later(LINGER_SECONDS, self.transport.close)
+        else:
+            self.transport.close()
 
     # --- uvicorn's protocol hooks
 
@@ -103,6 +116,8 @@ class GuardedHttpTools(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return
         if self._in_head:
             self._head_bytes += len(data)
         super().data_received(data)

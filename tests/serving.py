@@ -99,6 +99,16 @@ class Server:
                 return int(line.split()[1])
         raise RuntimeError("no VmRSS")
 
+    def peak_rss_kib(self) -> int:
+        """The process's peak RSS since it started, or since :meth:`reset_peak_rss`."""
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+        raise RuntimeError("no VmHWM")
+
+    def reset_peak_rss(self) -> None:
+        Path(f"/proc/{self.process.pid}/clear_refs").write_text("5")  # VmHWM := current RSS
+
     def open_fds(self) -> int:
         return len(list(Path(f"/proc/{self.process.pid}/fd").iterdir()))
 
