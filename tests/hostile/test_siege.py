@@ -1,0 +1,28 @@
+"""45 s of sixteen hostile clients (every round-2 attack, mixed) and one normal client, against
+a real uvicorn serving the shipped weights with the default settings."""
+
+from __future__ import annotations
+
+import statistics
+
+import pytest
+
+from tests.hostile.siege import siege
+from tests.serving import ROOT, Server
+
+pytestmark = pytest.mark.slow
+
+
+def test_normal_client_is_served_while_sixteen_hostile_clients_attack():
+    with Server(ROOT / "weights") as server:
+        report = siege(server, seconds=45.0, hostile_clients=16)
+    print("\n" + report.summary())
+    assert report.five_xx == 0
+    assert set(report.normal_statuses) == {200}
+    assert statistics.median(report.busy_ms) < 5 * statistics.median(report.idle_ms)
+    assert report.peak_rss_mib < 3 * 1024
+    assert report.ready_after == 200
+    # Every kind of attack was tried, and none got past its check.
+    attacked = {name for name, _ in report.hostile_statuses}
+    assert len(attacked) == 12, attacked
+    assert not report.hostile_errors
