@@ -5,16 +5,14 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from starlette.datastructures import UploadFile
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.types import Message
 
 from app.decoding import SUPPORTED, SUPPORTED_MEDIA_TYPES
 from app.errors import ClientError
+from app.multipart import MultipartError, TooManyParts, split_multipart
 
-# File parts not named "image" that a multipart body may also carry (and that are ignored).
-MAX_OTHER_FILES = 16
+# Parts not named "image" that a multipart body may also carry (and that are ignored).
+MAX_OTHER_PARTS = 64
 
 
 class UploadError(ClientError):
@@ -64,50 +62,31 @@ async def read_body(request: Request, limit: int, timeout: float = 60.0) -> byte
     return b"".join(chunks)
 
 
-def _replay(request: Request, body: bytes) -> Request:
-    sent = False
-
-    async def receive() -> Message:
-        nonlocal sent
-        if sent:
-            return {"type": "http.disconnect"}
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    return Request(request.scope, receive)
-
-
-async def image_parts(request: Request, body: bytes, max_images: int) -> list[ImagePart]:
+def image_parts(request: Request, body: bytes, max_images: int) -> list[ImagePart]:
     """The request's images: every multipart ``image`` file part, or the raw body as one image."""
-    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    content_type = request.headers.get("content-type", "")
+    media_type = content_type.split(";")[0].strip().lower()
     if media_type == "multipart/form-data":
         try:
-            form = await _replay(request, body).form(max_files=max_images + MAX_OTHER_FILES, max_fields=64)
-        except HTTPException as exc:
-            if str(exc.detail).startswith(("Too many files", "Too many fields")):
+            form = split_multipart(body, content_type, max_images + MAX_OTHER_PARTS)
+        except TooManyParts as exc:
+            detail = f"too many parts in one request; the limit is {max_images} images"
+            raise UploadError(413, detail) from exc
+        except MultipartError as exc:
+            raise UploadError(400, f"malformed multipart body: {exc}") from exc
+        parts: list[ImagePart] = []
+        other: list[str] = []
+        for part in form:
+            if part.name != "image":
+                other.append(part.name)
+                continue
+            if part.filename is None:
                 raise UploadError(
-                    413,
-                    f"too many parts in one request ({exc.detail}); the limit is {max_images} images",
-                ) from exc
-            raise UploadError(400, f"malformed multipart body: {exc.detail}") from exc
-        except Exception as exc:  # the parser on odd headers (an unknown charset, bad encodings)
-            raise UploadError(400, f"malformed multipart body: {type(exc).__name__}") from exc
-        try:
-            parts: list[ImagePart] = []
-            other: list[str] = []
-            for name, value in form.multi_items():
-                if name != "image":
-                    other.append(name)
-                    continue
-                if not isinstance(value, UploadFile):
-                    raise UploadError(
-                        400,
-                        f"image part {len(parts)} is a text field; send it as a file "
-                        "(e.g. curl -F image=@photo.jpg)",
-                    )
-                parts.append(ImagePart(len(parts), value.filename, await value.read()))
-        finally:
-            await form.close()
+                    400,
+                    f"image part {len(parts)} is a text field; send it as a file "
+                    "(e.g. curl -F image=@photo.jpg)",
+                )
+            parts.append(ImagePart(len(parts), part.filename, part.data))
         if not parts:
             seen = f"; got parts {other}" if other else ""
             raise UploadError(

@@ -7,15 +7,18 @@ The real-server side (memory peak, the event loop, slow clients) is in ``test_se
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
 from app.decode_pool import PixelBudget
 from app.decoding import DecodeError, decode_image_bytes
+from app.multipart import MultipartError, TooManyParts, split_multipart
 from app.prescan import MAX_JPEG_SCANS, MAX_PNG_CHUNKS, jpeg_scan_count, png_chunk_count
 from tests.app.conftest import make_client, wait_ready
 from tests.app.test_errors import expect
@@ -180,3 +183,43 @@ def test_api_key_whitespace_and_either_header(weights_dir):
         assert status({"X-API-Key": "wrong", "Authorization": "Bearer wrong"}) == 401
         assert status({"X-API-Key": "   "}) == 401
         assert status({"Authorization": "Basic s3cret-key"}) == 401
+
+
+# --- multipart, in memory -----------------------------------------------------------------------
+
+
+def _multipart(files: list[tuple[str, tuple[str, bytes, str]]]) -> tuple[bytes, str]:
+    request = httpx.Request("POST", "http://service/detect", files=files)
+    return request.read(), request.headers["content-type"]
+
+
+def test_split_multipart_keeps_bytes_names_and_order():
+    payloads = [os.urandom(n) for n in (0, 1, 70_000, 3_000_000)]
+    body, content_type = _multipart(
+        [("image", (f"ünïcødé-{k}.jpg", data, "image/jpeg")) for k, data in enumerate(payloads)]
+    )
+    parts = split_multipart(body, content_type, max_parts=10)
+    assert [p.data for p in parts] == payloads
+    assert [p.filename for p in parts] == [f"ünïcødé-{k}.jpg" for k in range(4)]
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (
+            b'--zz\r\nContent-Disposition: form-data; name="image"\r\n\r\nabc',
+            "multipart/form-data; boundary=zz",
+        ),
+        (b"--zz\r\nNo-Disposition: x\r\n\r\nabc\r\n--zz--\r\n", "multipart/form-data; boundary=zz"),
+        (b"whatever", "multipart/form-data"),
+    ],
+)
+def test_split_multipart_refuses_malformed_bodies(body: bytes, content_type: str):
+    with pytest.raises(MultipartError):
+        split_multipart(body, content_type, max_parts=10)
+
+
+def test_split_multipart_stops_counting_at_the_limit():
+    body, content_type = _multipart([("image", (f"{k}", b"x", "image/png")) for k in range(500)])
+    with pytest.raises(TooManyParts):
+        split_multipart(body, content_type, max_parts=80)
