@@ -105,7 +105,8 @@ class Report:
             by_attack.setdefault(name, Counter())[status] += n
         lines = [
             f"normal client: {sum(self.normal_statuses.values())} requests, "
-            f"statuses {dict(self.normal_statuses)}; p50 idle {idle:.0f} ms, under siege {busy:.0f} ms ({busy / idle:.1f}x)",
+            f"statuses {dict(self.normal_statuses)}; p50 idle {idle:.0f} ms, "
+            f"under siege {busy:.0f} ms ({busy / idle:.1f}x)",
             f"hostile: {sum(self.hostile_statuses.values())} answers, 5xx {self.five_xx}, "
             f"client-side errors {dict(self.hostile_errors)}",
             *(f"  {name:24s} {dict(statuses)}" for name, statuses in sorted(by_attack.items())),
