@@ -28,6 +28,9 @@ def test_deployment_probes_and_shutdown():
     assert container["startupProbe"]["httpGet"]["path"] == "/readyz"
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    for probe in ("readinessProbe", "livenessProbe"):  # a busy pod survives a slow answer or two
+        assert container[probe]["timeoutSeconds"] >= 2
+        assert container[probe]["failureThreshold"] >= 2
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
     assert pod["terminationGracePeriodSeconds"] >= 30
     assert pod["securityContext"]["runAsNonRoot"] is True

@@ -13,6 +13,7 @@ from PIL import Image
 
 from tests.app.test_errors import jpeg_claiming, png_claiming
 from tests.conftest import image_bytes
+from tests.hostile import attacks
 
 
 @dataclass(frozen=True)
@@ -152,6 +153,37 @@ def build() -> list[Case]:
             headers={"Content-Type": "multipart/form-data; boundary=zz"},
         ),
         Case("no content type", frozenset({415}), content=jpeg, headers={"Content-Type": ""}),
+        # Round 2: legal files that are costly to decode, metadata that breaks parsers, odd forms.
+        Case(
+            "jpeg with 300 scans",
+            frozenset({400}),
+            files=part("s.jpg", attacks.many_scan_jpeg(300, (256, 256))),
+        ),
+        Case("png chunk flood", frozenset({400}), files=part("f.png", attacks.png_chunk_flood(40_000))),
+        Case("40 MP rle8 bmp", frozenset({413}), files=part("r.bmp", attacks.rle8_bmp(16000, 2500))),
+        Case(
+            "png with unparseable exif",
+            frozenset({200}),
+            files=part("e.png", attacks.png_with_exif(attacks.exif_ascii_as_float())),
+            size=(32, 48),
+        ),
+        Case(
+            "cmyk jpeg with unparseable exif",
+            frozenset({200}),
+            files=part("e.jpg", attacks.jpeg_with_exif(attacks.exif_ascii_as_float(), "CMYK")),
+            size=(32, 48),
+        ),
+        Case(
+            "multipart charset=punycode",
+            frozenset({400}),
+            content=b'--zz\r\nContent-Disposition: form-data; name="x"\r\n\r\nv\r\n--zz--\r\n',
+            headers={"Content-Type": "multipart/form-data; boundary=zz; charset=punycode"},
+        ),
+        Case(
+            "33 parts",
+            frozenset({413}),
+            files=[("image", (f"{k}.jpg", image_bytes(8, 8), "image/jpeg")) for k in range(33)],
+        ),
     ]
     return cases
 
