@@ -14,6 +14,7 @@ import contextlib
 import logging
 import time
 from collections import deque
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -86,7 +87,7 @@ class DynamicBatcher:
         self._executor.shutdown(wait=True)
 
     async def submit(
-        self, images: list[Tensor | Fitted | EncodedJpeg], params: DetectParams
+        self, images: Sequence[Tensor | Fitted | EncodedJpeg], params: DetectParams
     ) -> list[Detections]:
         """Detect on ``images`` (all with ``params``); raises :class:`Overloaded`, :class:`BatchFailed`,
         or the :class:`DecodeError` of a JPEG that failed to decode."""

@@ -1,4 +1,8 @@
-"""Client errors raised below the routes, carrying the HTTP status the service answers with."""
+"""Errors raised below the routes, carrying the HTTP status the service answers with.
+
+One exception handler (``app.main``) turns every :class:`ClientError` into its answer and counts
+it, so routes and the steps they call raise instead of building error responses.
+"""
 
 from __future__ import annotations
 
@@ -11,3 +15,10 @@ class ClientError(Exception):
         self.status = status
         self.detail = detail
         self.headers = headers
+
+
+class Unavailable(ClientError):
+    """503: the service cannot take the request now (overloaded, not ready, draining); retry later."""
+
+    def __init__(self, detail: str, retry_after: int) -> None:
+        super().__init__(503, f"{detail}; retry after {retry_after} s", {"Retry-After": str(retry_after)})

@@ -25,6 +25,12 @@ class Metrics:
         self.detections = Counter(
             "detector_detections", "detections returned, per class", ["class_name"], registry=self.registry
         )
+        self.client_errors = Counter(
+            "detector_client_errors",
+            "requests answered with a client error (4xx) or a 503 by the service, by status",
+            ["status"],
+            registry=self.registry,
+        )
         self.decode_failures = Counter(
             "detector_decode_failures",
             "uploads rejected while decoding, by status",

@@ -57,6 +57,16 @@ class DetectResponse(BaseModel):
 
 class ErrorResponse(BaseModel):
     detail: str
+    request_id: str | None = Field(None, description="the X-Request-ID of the request")
+
+
+class Limits(BaseModel):
+    """What one request may carry; clients size their requests by it."""
+
+    max_images_per_request: int
+    max_upload_bytes: int
+    max_image_pixels: int
+    max_request_pixels: int
 
 
 class Health(BaseModel):
@@ -78,4 +88,5 @@ class ModelCard(BaseModel):
     dtype: str
     backend: str
     default_thresholds: dict[str, float | int]
+    limits: Limits
     training: dict[str, Any]

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
 
@@ -53,12 +54,25 @@ class Settings(BaseSettings):
     drain_timeout_seconds: Annotated[float, Field(ge=0.0)] = 25.0
     drain_delay_seconds: Annotated[float, Field(ge=0.0)] = 0.5
     log_level: str = "info"
+    # Origins allowed to call the API from a browser page served elsewhere (CORS); none by
+    # default. A comma-separated list or a JSON array; "*" allows any.
+    cors_origins: Annotated[list[str], NoDecode] = []
 
     @field_validator("device")
     @classmethod
     def _check_device(cls, value: str) -> str:
         if value not in ("auto", "cpu", "cuda") and not (value.startswith("cuda:") and value[5:].isdigit()):
             raise ValueError("must be 'auto', 'cpu', 'cuda' or 'cuda:N'")
+        return value
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [origin.strip() for origin in text.split(",") if origin.strip()]
         return value
 
     @field_validator("api_key")

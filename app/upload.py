@@ -62,8 +62,13 @@ async def read_body(request: Request, limit: int, timeout: float = 60.0) -> byte
     return b"".join(chunks)
 
 
-def image_parts(request: Request, body: bytes, max_images: int) -> list[ImagePart]:
-    """The request's images: every multipart ``image`` file part, or the raw body as one image."""
+# Text fields are kept up to this many characters (they carry options such as min_confidence).
+MAX_FIELD_CHARS = 1024
+
+
+def image_parts(request: Request, body: bytes, max_images: int) -> tuple[list[ImagePart], dict[str, str]]:
+    """The request's images: every multipart ``image`` file part, or the raw body as one image;
+    and the multipart text fields (the first of each name)."""
     content_type = request.headers.get("content-type", "")
     media_type = content_type.split(";")[0].strip().lower()
     if media_type == "multipart/form-data":
@@ -76,9 +81,13 @@ def image_parts(request: Request, body: bytes, max_images: int) -> list[ImagePar
             raise UploadError(400, f"malformed multipart body: {exc}") from exc
         parts: list[ImagePart] = []
         other: list[str] = []
+        fields: dict[str, str] = {}
         for part in form:
             if part.name != "image":
                 other.append(part.name)
+                if part.filename is None:
+                    text = part.data[:MAX_FIELD_CHARS].decode("utf-8", errors="replace")
+                    fields.setdefault(part.name, text)
                 continue
             if part.filename is None:
                 raise UploadError(
@@ -94,11 +103,11 @@ def image_parts(request: Request, body: bytes, max_images: int) -> list[ImagePar
             )
         if len(parts) > max_images:
             raise UploadError(413, f"{len(parts)} images in one request; the limit is {max_images} images")
-        return parts
+        return parts, fields
     if media_type in SUPPORTED_MEDIA_TYPES or media_type == "application/octet-stream":
         if not body:
             raise UploadError(400, "request body is empty; send the image bytes")
-        return [ImagePart(0, None, body)]
+        return [ImagePart(0, None, body)], {}
     if not media_type:
         raise UploadError(
             415,

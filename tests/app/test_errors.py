@@ -39,7 +39,8 @@ def jpeg_claiming(width: int, height: int) -> bytes:
 def expect(response, status: int, *fragments: str) -> str:
     assert response.status_code == status, response.text
     body = response.json()
-    assert set(body) == {"detail"} and isinstance(body["detail"], str)
+    assert set(body) == {"detail", "request_id"} and isinstance(body["detail"], str)
+    assert body["request_id"] == response.headers["x-request-id"]
     for fragment in fragments:
         assert fragment in body["detail"]
     return body["detail"]

@@ -1,0 +1,163 @@
+"""``POST /v1/vision/detection``: the DeepStack / CodeProject.AI object-detection API.
+
+Frigate's ``deepstack`` detector, Blue Iris, Agent DVR and Home Assistant's DeepStack
+integrations call it: a multipart ``image`` file, optional form fields ``min_confidence`` and
+``api_key``; the answer ``{"success": true, "predictions": [{"label", "confidence", "x_min",
+"y_min", "x_max", "y_max"}, ...]}`` with integer pixel boxes, highest confidence first, and the
+names those tools use for the classes VOC names differently. Errors come in that API's shape
+(:mod:`app.handlers`). The same limits, batching, metrics and key as ``/detect``; the key may
+also come as the ``api_key`` form field, as those clients send it.
+"""
+
+from __future__ import annotations
+
+import hmac
+import math
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, Field
+
+from app.deps import InFlightDep, MetricsDep, ServiceDep, SettingsDep, supplied_keys
+from app.errors import ClientError
+from app.pipeline import admitted, decode_parts, predict, read_request, results
+from model.config import DetectParams
+
+router = APIRouter(prefix="/v1/vision", tags=["DeepStack-compatible"])
+
+# VOC class names as the COCO-trained detectors these clients were built for name them.
+DEEPSTACK_LABELS = {
+    "aeroplane": "airplane",
+    "diningtable": "dining table",
+    "motorbike": "motorcycle",
+    "pottedplant": "potted plant",
+    "sofa": "couch",
+    "tvmonitor": "tv",
+}
+
+
+class Prediction(BaseModel):
+    label: str
+    confidence: Annotated[float, Field(ge=0.0, le=1.0)]
+    x_min: int
+    y_min: int
+    x_max: int
+    y_max: int
+
+
+class DeepStackResponse(BaseModel):
+    success: bool
+    predictions: list[Prediction]
+    count: int
+    duration: float = Field(description="seconds, as DeepStack reports it")
+    inferenceMs: int
+    processMs: int
+
+
+class DeepStackError(BaseModel):
+    success: bool
+    error: str
+    code: int
+    request_id: str | None = None
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": DeepStackError, "description": text}
+    for code, text in {
+        400: "no image; undecodable data; a bad min_confidence",
+        401: "missing or wrong API key (only when one is configured)",
+        408: "the body did not arrive in time",
+        413: "body or pixel limit exceeded",
+        415: "an image type the service does not decode",
+        422: "not exactly one image",
+        503: "not ready, draining or overloaded (see Retry-After)",
+    }.items()
+}
+
+
+def check_key(request: Request, fields: dict[str, str], expected: str | None) -> None:
+    if expected is None:
+        return
+    offered = [*supplied_keys(request), fields.get("api_key", "").strip()]
+    if not any(hmac.compare_digest(key.encode(), expected.encode()) for key in offered):
+        raise ClientError(401, "missing or wrong API key; send the form field api_key=<key>")
+
+
+def min_confidence(fields: dict[str, str], default: float) -> float:
+    text = fields.get("min_confidence", "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise ClientError(400, f"min_confidence must be a number in [0, 1], got {text!r}") from None
+    if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+        raise ClientError(400, f"min_confidence must be a number in [0, 1], got {text!r}")
+    return value
+
+
+FORM_DOC = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "image": {"type": "string", "format": "binary"},
+                        "min_confidence": {"type": "number", "minimum": 0, "maximum": 1},
+                        "api_key": {"type": "string"},
+                    },
+                    "required": ["image"],
+                }
+            }
+        },
+    }
+}
+
+
+@router.post(
+    "/detection",
+    response_model=DeepStackResponse,
+    openapi_extra=FORM_DOC,
+    responses=ERRORS,
+    summary="DeepStack / CodeProject.AI compatible detection (multipart image, min_confidence, api_key)",
+)
+async def detection(
+    request: Request,
+    service: ServiceDep,
+    settings: SettingsDep,
+    metrics: MetricsDep,
+    inflight: InFlightDep,
+) -> DeepStackResponse:
+    start = time.perf_counter()
+    async with admitted(service, settings, inflight, metrics):
+        parts, fields = await read_request(request, service, settings, "this route takes one image")
+        expected = settings.api_key.get_secret_value().strip() if settings.api_key else None
+        check_key(request, fields, expected)  # before any decoding
+        threshold = min_confidence(fields, settings.score_threshold)
+        decoded = await decode_parts(service, settings, parts, fields)
+        params = DetectParams(threshold, settings.iou_threshold, settings.max_detections)
+        prediction = await predict(service, settings, decoded, params)
+    (result,) = results(decoded, prediction, service.classes, metrics)
+    predictions = [
+        Prediction(
+            label=DEEPSTACK_LABELS.get(d.class_name, d.class_name),
+            confidence=d.score,
+            x_min=math.floor(d.box.x_min),
+            y_min=math.floor(d.box.y_min),
+            x_max=math.ceil(d.box.x_max),
+            y_max=math.ceil(d.box.y_max),
+        )
+        for d in result.detections
+    ]
+    elapsed = time.perf_counter() - start
+    return DeepStackResponse(
+        success=True,
+        predictions=predictions,
+        count=len(predictions),
+        duration=round(elapsed, 4),
+        inferenceMs=round(prediction.inference_ms),
+        processMs=round(elapsed * 1000),
+    )

@@ -1,0 +1,72 @@
+"""Loading the model in the background at start-up: predictor, decode pool, batcher, warm-up.
+
+``/healthz`` answers at once and ``/readyz`` says ``loading`` meanwhile; on success the service
+turns ready, on failure ``failed`` with the reason (never the host's path).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import torch
+from fastapi import FastAPI
+
+from app.batching import DynamicBatcher
+from app.decode_pool import DecodeLimits, DecodePool
+from app.service import DetectorService
+from app.settings import Settings
+from app.state import Readiness
+from model.checkpoint import WeightsError
+from model.config import DetectParams
+from model.predictor import Predictor
+
+log = logging.getLogger("app")
+
+
+async def load_service(app: FastAPI) -> None:
+    settings: Settings = app.state.settings
+    readiness: Readiness = app.state.readiness
+    try:
+        if settings.torch_threads:
+            torch.set_num_threads(settings.torch_threads)
+        predictor, weights = await asyncio.to_thread(
+            Predictor.from_weights, settings.weights, settings.device, None, settings.backend
+        )
+        if predictor.backend == "onnxruntime":
+            # ONNX Runtime took the threads for the network; torch is left the per-image letterbox
+            # and post-processing, which cost half the CPU time on one thread as on two (measured).
+            torch.set_num_threads(1)
+        predictor.defaults = DetectParams(
+            settings.score_threshold, settings.iou_threshold, settings.max_detections
+        )
+        batcher = DynamicBatcher(
+            predictor,
+            app.state.metrics,
+            settings.max_batch_size,
+            settings.batch_timeout_ms / 1000.0,
+            settings.max_queue_images,
+        )
+        limits = DecodeLimits(
+            settings.max_image_pixels, settings.max_request_pixels, settings.decode_timeout_seconds
+        )
+        decoder = DecodePool(
+            limits, settings.decode_pixel_budget, settings.decode_threads, predictor.config.input_size
+        )
+        service = DetectorService(predictor, weights, batcher, decoder)
+        await asyncio.to_thread(service.warm_up, settings.device_decode)
+        batcher.start()
+        app.state.service = service
+        readiness.ready()
+        log.info(
+            "ready: %s version %s on %s (%s), weights %s",
+            predictor.config.name,
+            weights.version,
+            predictor.device,
+            service.dtype,
+            settings.weights,
+        )
+    except (WeightsError, ValueError, OSError, RuntimeError) as exc:
+        log.error("model failed to load: %s", exc)
+        # /readyz is public: name the file relative to the setting, not the host's path.
+        readiness.fail(str(exc).replace(str(settings.weights), "$DETECTOR_WEIGHTS"))

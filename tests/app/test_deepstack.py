@@ -1,0 +1,102 @@
+"""POST /v1/vision/detection, called as Frigate's deepstack detector and Blue Iris call it, and
+parsed as their public documentation describes the answer."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.deepstack import DEEPSTACK_LABELS
+from model.config import VOC_CLASSES
+from tests.app.conftest import make_client, wait_ready
+from tests.conftest import image_bytes
+
+# The COCO names these clients' label maps use for the VOC classes.
+COCO_NAMES = {
+    "airplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "dining table", "dog", "horse", "motorcycle", "person", "potted plant", "sheep", "couch",
+    "train", "tv",
+}  # fmt: skip
+
+
+def frigate_parse(body: dict, width: int, height: int) -> list[tuple[str, float, float, float, float, float]]:
+    """As Frigate's deepstack plugin reads an answer: predictions sorted by confidence, stopping
+    under 0.4, boxes as integers divided by the frame size."""
+    rows = []
+    for prediction in body.get("predictions") or []:
+        if prediction["confidence"] < 0.4:
+            break
+        rows.append(
+            (
+                prediction["label"],
+                float(prediction["confidence"]),
+                prediction["y_min"] / height,
+                prediction["x_min"] / width,
+                prediction["y_max"] / height,
+                prediction["x_max"] / width,
+            )
+        )
+    return rows
+
+
+def test_every_voc_class_gets_a_name_the_clients_know():
+    names = {DEEPSTACK_LABELS.get(name, name) for name in VOC_CLASSES}
+    assert names == COCO_NAMES
+
+
+def test_frigate_style_request(client):
+    response = client.post(
+        "/v1/vision/detection", files={"image": ("frame.jpg", image_bytes(320, 240))}, data={"api_key": ""}
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["success"] is True and body["count"] == len(body["predictions"]) > 0
+    confidences = [p["confidence"] for p in body["predictions"]]
+    assert confidences == sorted(confidences, reverse=True)
+    for prediction in body["predictions"]:
+        assert set(prediction) == {"label", "confidence", "x_min", "y_min", "x_max", "y_max"}
+        assert all(isinstance(prediction[k], int) for k in ("x_min", "y_min", "x_max", "y_max"))
+        assert 0 <= prediction["x_min"] < prediction["x_max"] <= 320
+        assert 0 <= prediction["y_min"] < prediction["y_max"] <= 240
+        assert prediction["label"] in COCO_NAMES
+    rows = frigate_parse(body, 320, 240)
+    assert rows and all(0 <= v <= 1 for row in rows for v in row[2:])
+
+
+def test_min_confidence_is_honoured_and_checked(client):
+    files = {"image": ("frame.jpg", image_bytes(200, 100))}
+    low = client.post("/v1/vision/detection", files=files, data={"min_confidence": "0.0"}).json()
+    high = client.post("/v1/vision/detection", files=files, data={"min_confidence": "0.99"}).json()
+    assert len(high["predictions"]) < len(low["predictions"])
+    assert all(p["confidence"] >= 0.99 for p in high["predictions"])
+    bad = client.post("/v1/vision/detection", files=files, data={"min_confidence": "lots"})
+    assert bad.status_code == 400
+    assert bad.json()["success"] is False and "min_confidence" in bad.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("files", "status"),
+    [
+        ({"image": ("x.jpg", b"garbage")}, 400),
+        ({"picture": ("x.jpg", image_bytes())}, 400),
+        ([("image", ("a.jpg", image_bytes())), ("image", ("b.jpg", image_bytes()))], 422),
+    ],
+)
+def test_errors_in_deepstack_shape(client, files, status):
+    response = client.post("/v1/vision/detection", files=files)
+    assert response.status_code == status
+    body = response.json()
+    assert body["success"] is False and body["code"] == status and isinstance(body["error"], str)
+    assert body["request_id"] == response.headers["x-request-id"]
+
+
+def test_api_key_as_form_field_or_header(weights_dir):
+    with make_client(weights_dir, api_key="k3y") as client:
+        wait_ready(client)
+        files = {"image": ("frame.jpg", image_bytes())}
+        assert client.post("/v1/vision/detection", files=files, data={"api_key": "k3y"}).status_code == 200
+        assert (
+            client.post("/v1/vision/detection", files=files, headers={"X-API-Key": "k3y"}).status_code == 200
+        )
+        refused = client.post("/v1/vision/detection", files=files, data={"api_key": "nope"})
+        assert refused.status_code == 401 and refused.json()["success"] is False
+        assert client.post("/v1/vision/detection", files=files).status_code == 401
