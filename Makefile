@@ -8,10 +8,10 @@ PORT ?= 8000
 
 .PHONY: setup serve test lint format bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml client/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[dev]" -e ./client
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -23,13 +23,13 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
-	$(PY) -m ruff check app model tests
-	$(PY) -m ruff format --check app model tests
-	$(PY) -m mypy app model
+	$(PY) -m ruff check app model tests client
+	$(PY) -m ruff format --check app model tests client
+	$(PY) -m mypy app model client/src
 
 format: $(STAMP)
-	$(PY) -m ruff format app model tests
-	$(PY) -m ruff check --fix app model tests
+	$(PY) -m ruff format app model tests client
+	$(PY) -m ruff check --fix app model tests client
 
 bench: $(STAMP)
 	$(PY) tests/benchmarks/bench_service.py

@@ -1,0 +1,360 @@
+"""Sync and async clients for ``POST /detect``.
+
+Images may be paths, bytes or PIL images. They are packed into requests of at most the server's
+image limit (read once from ``GET /model``) and of at most its body limit, sent with a bounded
+concurrency, and retried on 503 (and on connection failures) after the server's ``Retry-After``
+plus jitter, a bounded number of times. Any other error raises :class:`DetectorError` with the
+status and the server's ``detail``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import random
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from detector_client.models import DetectResponse, ImageResult
+
+ImageInput = str | os.PathLike[str] | bytes | Any  # Any: a PIL.Image.Image
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+# Room left in a request for multipart headers and boundaries.
+_PART_OVERHEAD = 512
+
+
+class DetectorError(Exception):
+    """The service answered with an error (or could not be reached after the retries)."""
+
+    def __init__(self, status: int, detail: str, request_id: str | None = None) -> None:
+        super().__init__(f"{status}: {detail}")
+        self.status = status
+        self.detail = detail
+        self.request_id = request_id
+
+
+@dataclass(frozen=True)
+class Upload:
+    filename: str
+    data: bytes
+
+
+def to_upload(image: ImageInput, index: int) -> Upload:
+    """One input as a named file: a path is read, bytes are sent as they are, a PIL image as PNG."""
+    if isinstance(image, Upload):
+        return image
+    if isinstance(image, bytes):
+        return Upload(f"image-{index}", image)
+    if isinstance(image, (str, os.PathLike)):
+        path = Path(image)
+        return Upload(path.name, path.read_bytes())
+    if hasattr(image, "save") and hasattr(image, "mode"):  # PIL.Image.Image, without importing PIL
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        return Upload(f"image-{index}.png", buffer.getvalue())
+    raise TypeError(f"cannot send a {type(image).__name__}; give a path, bytes or a PIL image")
+
+
+def pack(uploads: Sequence[Upload], max_images: int, max_bytes: int) -> list[list[int]]:
+    """Indices of ``uploads`` grouped into requests: at most ``max_images`` each and, where more
+    than one image, at most ``max_bytes`` of image data (a single larger one goes alone)."""
+    groups: list[list[int]] = []
+    current: list[int] = []
+    size = 0
+    for k, upload in enumerate(uploads):
+        cost = len(upload.data) + _PART_OVERHEAD
+        if current and (len(current) >= max_images or size + cost > max_bytes):
+            groups.append(current)
+            current, size = [], 0
+        current.append(k)
+        size += cost
+    if current:
+        groups.append(current)
+    return groups
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    retries: int = 3  # attempts after the first
+    max_delay: float = 30.0  # seconds, whatever Retry-After says
+    jitter: float = 0.25  # up to this fraction added at random
+
+    def delay(self, attempt: int, retry_after: str | None) -> float:
+        base = float(retry_after) if retry_after and retry_after.strip().isdigit() else 0.5 * 2**attempt
+        return min(self.max_delay, base) * (1 + random.uniform(0, self.jitter))
+
+
+def _params(
+    score_threshold: float | None,
+    iou_threshold: float | None,
+    max_detections: int | None,
+    classes: Sequence[str] | None,
+) -> dict[str, str]:
+    params = {
+        "score_threshold": score_threshold,
+        "iou_threshold": iou_threshold,
+        "max_detections": max_detections,
+        "classes": ",".join(classes) if classes is not None else None,
+    }
+    return {key: str(value) for key, value in params.items() if value is not None}
+
+
+def _error(response: httpx.Response) -> DetectorError:
+    try:
+        body = response.json()
+        detail = str(body.get("detail", body))
+        rid = body.get("request_id")
+    except ValueError:
+        detail, rid = response.text[:500] or response.reason_phrase, None
+    return DetectorError(response.status_code, detail, rid or response.headers.get("x-request-id"))
+
+
+def _results(response: httpx.Response) -> list[ImageResult]:
+    return DetectResponse.model_validate_json(response.content).results
+
+
+def _headers(api_key: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
+class _Base:
+    def __init__(
+        self,
+        url: str,
+        api_key: str | None,
+        timeout: float,
+        retry: RetryPolicy,
+        concurrency: int,
+        max_images_per_request: int | None,
+        max_request_bytes: int | None,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.api_key = api_key
+        self.timeout = timeout
+        self.retry = retry
+        self.concurrency = max(1, concurrency)
+        self._max_images = max_images_per_request
+        self._max_bytes = max_request_bytes
+
+    def _limits_from(self, card: dict[str, Any]) -> None:
+        limits = card.get("limits", {})
+        self._max_images = self._max_images or int(limits.get("max_images_per_request", 16))
+        self._max_bytes = self._max_bytes or int(limits.get("max_upload_bytes", 20 * 1024 * 1024))
+
+    def _groups(self, uploads: Sequence[Upload]) -> list[list[int]]:
+        assert self._max_images is not None and self._max_bytes is not None
+        return pack(uploads, self._max_images, self._max_bytes)
+
+
+class DetectorClient(_Base):
+    """``with DetectorClient(url) as client: results = client.detect(images)``."""
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        *,
+        api_key: str | None = None,
+        timeout: float = 60.0,
+        retry: RetryPolicy = RetryPolicy(),
+        concurrency: int = 4,
+        max_images_per_request: int | None = None,
+        max_request_bytes: int | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        super().__init__(url, api_key, timeout, retry, concurrency, max_images_per_request, max_request_bytes)
+        self._http = httpx.Client(
+            base_url=self.url, timeout=timeout, headers=_headers(api_key), transport=transport
+        )
+        self._limits_lock = threading.Lock()
+
+    def __enter__(self) -> DetectorClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def model(self) -> dict[str, Any]:
+        """The service's model card (``GET /model``)."""
+        response = self._send("GET", "/model")
+        card: dict[str, Any] = response.json()
+        return card
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        for attempt in range(self.retry.retries + 1):
+            last = attempt == self.retry.retries
+            try:
+                response = self._http.request(method, path, **kwargs)
+            except httpx.TransportError as exc:
+                if last:
+                    raise DetectorError(0, f"could not reach {self.url}: {exc!r}") from exc
+                time.sleep(self.retry.delay(attempt, None))
+                continue
+            if response.status_code == 503 and not last:
+                time.sleep(self.retry.delay(attempt, response.headers.get("retry-after")))
+                continue
+            if response.is_error:
+                raise _error(response)
+            return response
+        raise AssertionError("unreachable")
+
+    def _ensure_limits(self) -> None:
+        with self._limits_lock:
+            if self._max_images is None or self._max_bytes is None:
+                self._limits_from(self.model())
+
+    def detect(
+        self,
+        images: ImageInput | Sequence[ImageInput],
+        *,
+        score_threshold: float | None = None,
+        iou_threshold: float | None = None,
+        max_detections: int | None = None,
+        classes: Sequence[str] | None = None,
+    ) -> list[ImageResult]:
+        """One :class:`ImageResult` per image, in order."""
+        items = list(images) if isinstance(images, (list, tuple)) else [images]
+        uploads = [to_upload(image, k) for k, image in enumerate(items)]
+        if not uploads:
+            return []
+        self._ensure_limits()
+        params = _params(score_threshold, iou_threshold, max_detections, classes)
+        groups = self._groups(uploads)
+        results: list[ImageResult | None] = [None] * len(uploads)
+
+        def run(group: list[int]) -> None:
+            files = [("image", (uploads[k].filename, uploads[k].data)) for k in group]
+            found = _results(self._send("POST", "/detect", params=params, files=files))
+            for k, result in zip(group, found, strict=True):
+                results[k] = result
+
+        if len(groups) == 1:
+            run(groups[0])
+        else:
+            with ThreadPoolExecutor(min(self.concurrency, len(groups))) as pool:
+                list(pool.map(run, groups))
+        return [r for r in results if r is not None]
+
+    def detect_each(
+        self, images: Sequence[ImageInput], **options: Any
+    ) -> Iterator[tuple[int, ImageResult | DetectorError]]:
+        """Like :meth:`detect` for a long list, but yielding ``(index, result or error)`` as
+        requests finish; a request refused for one bad image is retried image by image, so only
+        that image gets the error."""
+        self._ensure_limits()
+        uploads: list[Upload | DetectorError] = []
+        for k, image in enumerate(images):
+            try:
+                uploads.append(to_upload(image, k))
+            except (OSError, TypeError) as exc:
+                uploads.append(DetectorError(0, f"cannot read it: {exc}"))
+        for k, upload in enumerate(uploads):
+            if isinstance(upload, DetectorError):
+                yield k, upload
+        readable = [k for k, u in enumerate(uploads) if isinstance(u, Upload)]
+        good = [u for u in uploads if isinstance(u, Upload)]
+        groups = [[readable[i] for i in group] for group in self._groups(good)]
+
+        def run(group: list[int]) -> list[tuple[int, ImageResult | DetectorError]]:
+            batch = [uploads[k] for k in group]
+            try:
+                return list(zip(group, self.detect(batch, **options), strict=True))
+            except DetectorError as exc:
+                if len(group) == 1 or exc.status in (0, 401, 503):
+                    return [(k, exc) for k in group]
+                return [item for k in group for item in run([k])]
+
+        with ThreadPoolExecutor(self.concurrency) as pool:
+            for done in pool.map(run, groups):
+                yield from done
+
+
+class AsyncDetectorClient(_Base):
+    """``async with AsyncDetectorClient(url) as client: results = await client.detect(images)``."""
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        *,
+        api_key: str | None = None,
+        timeout: float = 60.0,
+        retry: RetryPolicy = RetryPolicy(),
+        concurrency: int = 4,
+        max_images_per_request: int | None = None,
+        max_request_bytes: int | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        super().__init__(url, api_key, timeout, retry, concurrency, max_images_per_request, max_request_bytes)
+        self._http = httpx.AsyncClient(
+            base_url=self.url, timeout=timeout, headers=_headers(api_key), transport=transport
+        )
+        self._limit = asyncio.Semaphore(self.concurrency)
+
+    async def __aenter__(self) -> AsyncDetectorClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def model(self) -> dict[str, Any]:
+        response = await self._send("GET", "/model")
+        card: dict[str, Any] = response.json()
+        return card
+
+    async def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        for attempt in range(self.retry.retries + 1):
+            last = attempt == self.retry.retries
+            try:
+                async with self._limit:
+                    response = await self._http.request(method, path, **kwargs)
+            except httpx.TransportError as exc:
+                if last:
+                    raise DetectorError(0, f"could not reach {self.url}: {exc!r}") from exc
+                await asyncio.sleep(self.retry.delay(attempt, None))
+                continue
+            if response.status_code == 503 and not last:
+                await asyncio.sleep(self.retry.delay(attempt, response.headers.get("retry-after")))
+                continue
+            if response.is_error:
+                raise _error(response)
+            return response
+        raise AssertionError("unreachable")
+
+    async def detect(
+        self,
+        images: ImageInput | Sequence[ImageInput],
+        *,
+        score_threshold: float | None = None,
+        iou_threshold: float | None = None,
+        max_detections: int | None = None,
+        classes: Sequence[str] | None = None,
+    ) -> list[ImageResult]:
+        """One :class:`ImageResult` per image, in order."""
+        items = list(images) if isinstance(images, (list, tuple)) else [images]
+        uploads = [to_upload(image, k) for k, image in enumerate(items)]
+        if not uploads:
+            return []
+        if self._max_images is None or self._max_bytes is None:
+            self._limits_from(await self.model())
+        params = _params(score_threshold, iou_threshold, max_detections, classes)
+
+        async def run(group: list[int]) -> list[ImageResult]:
+            files = [("image", (uploads[k].filename, uploads[k].data)) for k in group]
+            return _results(await self._send("POST", "/detect", params=params, files=files))
+
+        found = await asyncio.gather(*(run(group) for group in self._groups(uploads)))
+        return [result for group in found for result in group]
