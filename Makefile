@@ -31,8 +31,10 @@ format: $(STAMP)
 	$(PY) -m ruff format app model tests client
 	$(PY) -m ruff check --fix app model tests client
 
+# VOCDEVKIT=folder (its VOC2007 val JPEGs) or JPEGS=folder of *.jpg; neither: the development
+# machine's ../shared copy.
 bench: $(STAMP)
-	$(PY) tests/benchmarks/bench_service.py
+	$(PY) tests/benchmarks/bench_service.py $(if $(VOCDEVKIT),--data $(VOCDEVKIT)) $(if $(JPEGS),--jpegs $(JPEGS))
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

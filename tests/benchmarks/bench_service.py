@@ -36,7 +36,10 @@ from tests.serving import Server  # noqa: E402
 
 
 def real_jpegs(data: Path, samples: Path, count: int) -> list[tuple[str, bytes]]:
-    names = (data / "VOC2007" / "ImageSets" / "Main" / "val.txt").read_text().split()[:count]
+    val = data / "VOC2007" / "ImageSets" / "Main" / "val.txt"
+    if not val.exists():
+        raise SystemExit(f"no {val}: pass --data VOCDEVKIT (make bench VOCDEVKIT=...) or --jpegs DIR")
+    names = val.read_text().split()[:count]
     files = [data / "VOC2007" / "JPEGImages" / f"{n}.jpg" for n in names]
     files += sorted(p for p in samples.glob("*.jpg") if p.stat().st_size < 1_000_000)
     return [(p.name, p.read_bytes()) for p in files]
