@@ -19,7 +19,7 @@ from app.settings import Settings
 from app.state import Readiness
 from model.checkpoint import WeightsError
 from model.config import DetectParams
-from model.predictor import Predictor
+from model.predictor import CPU_RUNTIMES, Predictor
 
 log = logging.getLogger("app")
 
@@ -33,9 +33,10 @@ async def load_service(app: FastAPI) -> None:
         predictor, weights = await asyncio.to_thread(
             Predictor.from_weights, settings.weights, settings.device, None, settings.backend
         )
-        if predictor.backend == "onnxruntime":
-            # ONNX Runtime took the threads for the network; torch is left the per-image letterbox
-            # and post-processing, which cost half the CPU time on one thread as on two (measured).
+        if predictor.backend in CPU_RUNTIMES:
+            # ONNX Runtime / OpenVINO took the threads for the network; torch is left the per-image
+            # letterbox and post-processing, which cost half the CPU time on one thread as on two
+            # (measured).
             torch.set_num_threads(1)
         predictor.defaults = DetectParams(
             settings.score_threshold, settings.iou_threshold, settings.max_detections

@@ -222,6 +222,7 @@ async def model_card(service: LoadedServiceDep, settings: SettingsDep) -> ModelC
         device=str(service.predictor.device),
         dtype=service.dtype,
         backend=service.predictor.backend,
+        precision=service.predictor.precision,
         default_thresholds={
             "score_threshold": settings.score_threshold,
             "iou_threshold": settings.iou_threshold,

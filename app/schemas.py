@@ -87,6 +87,7 @@ class ModelCard(BaseModel):
     device: str
     dtype: str
     backend: str
+    precision: str = Field(description="what the network computes in: fp32, bf16 or fp16")
     default_thresholds: dict[str, float | int]
     limits: Limits
     training: dict[str, Any]

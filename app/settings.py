@@ -17,8 +17,11 @@ class Settings(BaseSettings):
 
     weights: Path = DEFAULT_WEIGHTS
     device: str = "auto"
-    # auto: ONNX Runtime on CPU (1.8-2.3x eager there, equal outputs), eager fp16 on CUDA.
-    backend: Literal["auto", "eager", "jit", "onnxruntime"] = "auto"
+    # auto on CPU: the derived int8 network (VNNI/AMX CPUs), else bf16 (native-bf16 CPUs), else
+    # ONNX Runtime fp32; eager fp16 on CUDA.
+    backend: Literal["auto", "eager", "jit", "onnxruntime", "openvino", "openvino-bf16", "openvino-int8"] = (
+        "auto"
+    )
     score_threshold: Annotated[float, Field(ge=0.0, le=1.0)] = 0.25
     iou_threshold: Annotated[float, Field(ge=0.0, le=1.0)] = 0.45
     max_detections: Annotated[int, Field(ge=1, le=1000)] = 100

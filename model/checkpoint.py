@@ -36,6 +36,7 @@ class LoadedWeights:
     defaults: DetectParams
     sha256: str
     card: dict[str, Any]  # the whole model.json
+    folder: Path | None = None  # where it was loaded from (derived files live beside it)
 
     @property
     def version(self) -> str:
@@ -164,7 +165,18 @@ def load_weights(folder: str | Path, expected_classes: tuple[str, ...] | None = 
             f"{weights_path}: tensors do not fit the architecture in {CARD_FILE} ({exc})"
         ) from exc
     network.eval()
-    return LoadedWeights(network=network, config=config, defaults=defaults, sha256=actual_hash, card=meta)
+    return LoadedWeights(
+        network=network, config=config, defaults=defaults, sha256=actual_hash, card=meta, folder=folder
+    )
+
+
+def record_derived(folder: str | Path, key: str, block: dict[str, Any]) -> None:
+    """Set a top-level ``key`` of a weights folder's ``model.json`` describing a file derived from
+    the weights (the weights and their hash unchanged)."""
+    path = Path(folder) / CARD_FILE
+    meta = json.loads(path.read_text())
+    meta[key] = block
+    path.write_text(json.dumps(meta, indent=2) + "\n")
 
 
 def write_card(folder: str | Path, card: dict[str, Any]) -> None:

@@ -82,8 +82,7 @@ def card_val_block(report: EvaluationReport, split: str, predictor: Predictor) -
         "images": report.images,
         "map50": round(report.result.map50, 6),
         "ap50_per_class": {k: None if v is None else round(v, 6) for k, v in report.result.ap.items()},
-        "evaluated_on": f"{predictor.device} {str(predictor.dtype).removeprefix('torch.')} "
-        f"({predictor.backend})",
+        "evaluated_on": f"{predictor.device} {predictor.precision} ({predictor.backend})",
         "metric": "VOC all-point AP at IoU 0.5, difficult ignored",
     }
 
@@ -146,7 +145,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.write_card:
         if args.limit is not None:
             parser.error("--write-card needs the whole split (no --limit)")
-        card = {**loaded.card.get("card", {}), "val": card_val_block(report, args.split, predictor)}
+        # "val" is the fp32 figure; every backend's own figure is kept under "val_by_backend", so
+        # the card says what each way of serving the weights scores.
+        card = dict(loaded.card.get("card", {}))
+        block = card_val_block(report, args.split, predictor)
+        if predictor.precision == "fp32" or "val" not in card:
+            card["val"] = block
+        by_backend = dict(card.get("val_by_backend", {}))
+        by_backend[predictor.backend] = {k: block[k] for k in ("split", "images", "map50", "evaluated_on")}
+        card["val_by_backend"] = by_backend
         write_card(args.weights, card)
         print(f"card of {args.weights} updated with {args.split} AP")
     print(json.dumps(report.to_json()))

@@ -1,0 +1,126 @@
+"""OpenVINO CPU backends.
+
+- ``openvino`` / ``openvino-bf16``: the network exported to ONNX (as for ONNX Runtime), read by
+  OpenVINO and compiled for the CPU in fp32 or in bf16 (``INFERENCE_PRECISION_HINT``, run on the
+  AVX-512 BF16 / AMX units of CPUs that have them), derived at load time from the safetensors.
+- ``openvino-int8``: the int8 network that :mod:`model.quantize` derived from the same weights
+  and wrote beside them (``model.int8.xml/.bin``), served only when its hashes and the hash of
+  the weights it came from match what ``model.json`` records (:func:`verified_int8`). It runs on
+  the VNNI (or AMX) int8 units.
+
+What serves is what ``python -m model.evaluate --backend ...`` measured.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from model.checkpoint import CARD_FILE, LoadedWeights, WeightsError, file_sha256
+from model.onnx_runtime import export_onnx
+
+log = logging.getLogger(__name__)
+
+Precision = Literal["f32", "bf16"]
+
+INT8_KEY = "int8"  # the model.json entry describing the derived int8 network
+INT8_XML = "model.int8.xml"
+INT8_BIN = "model.int8.bin"
+
+
+def cpu_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def cpu_supports_int8() -> bool:
+    """Whether this CPU has int8 dot-product instructions (AVX-512 VNNI, AVX-VNNI or AMX)."""
+    return bool(cpu_flags() & {"avx512_vnni", "avx_vnni", "amx_int8"})
+
+
+def verified_int8(loaded: LoadedWeights) -> Path | None:
+    """The int8 network's ``.xml`` beside the weights when ``model.json`` describes one and every
+    hash matches; None when there is none; :class:`WeightsError` when one is there but does not
+    match (a changed file, or int8 files derived from other weights)."""
+    block = loaded.card.get(INT8_KEY)
+    if not block or loaded.folder is None:
+        return None
+    folder = loaded.folder
+    if block.get("source_sha256") != loaded.sha256:
+        raise WeightsError(
+            f"{folder / INT8_XML}: derived from weights {str(block.get('source_sha256'))[:12]}..., "
+            f"not these ({loaded.version}); derive it again: "
+            f"python -m model.quantize --weights {folder} --data VOCDEVKIT"
+        )
+    for name, key in ((INT8_XML, "xml_sha256"), (INT8_BIN, "bin_sha256")):
+        path = folder / name
+        if not path.is_file():
+            raise WeightsError(f"{path}: missing, though {CARD_FILE} describes an int8 network")
+        if file_sha256(path) != block.get(key):
+            raise WeightsError(f"{path}: sha256 does not match the one recorded in {CARD_FILE}")
+    return folder / INT8_XML
+
+
+def cpu_supports_bf16() -> bool:
+    """Whether this CPU runs bf16 natively (what OpenVINO reports as an optimisation capability)."""
+    try:
+        import openvino as ov
+    except ImportError:
+        return False
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+class OpenVinoNetwork:
+    """Callable like the network: normalized fp32 ``(B, 3, S, S)`` CPU batch -> raw fp32 grid."""
+
+    def __init__(
+        self,
+        network: nn.Module,
+        input_size: int,
+        precision: Precision = "f32",
+        threads: int = 0,
+        onnx: bytes | None = None,
+        ir: Path | None = None,
+    ) -> None:
+        import openvino as ov  # its import costs time; only when used
+
+        start = time.perf_counter()
+        core = ov.Core()
+        if ir is not None:  # the derived int8 network; it carries its own precisions
+            model = core.read_model(str(ir))
+        else:
+            model = core.read_model(onnx or export_onnx(network, input_size), b"")
+        model.reshape({0: ov.PartialShape([-1, 3, input_size, input_size])})
+        config = {
+            "INFERENCE_PRECISION_HINT": precision,
+            "PERFORMANCE_HINT": "LATENCY",  # one stream: batches come one at a time from the batcher
+            "INFERENCE_NUM_THREADS": threads or torch.get_num_threads(),
+        }
+        self.precision = precision
+        self.compiled = core.compile_model(model, "CPU", config)
+        self.request = self.compiled.create_infer_request()
+        log.info(
+            "network compiled by OpenVINO %s for CPU in %s (%s threads) in %.1f s",
+            ov.__version__,
+            "int8" if ir is not None else precision,
+            config["INFERENCE_NUM_THREADS"],
+            time.perf_counter() - start,
+        )
+
+    def __call__(self, batch: Tensor) -> Tensor:
+        if batch.device.type != "cpu" or batch.dtype != torch.float32:
+            raise ValueError(f"openvino takes float32 CPU batches, not {batch.dtype} on {batch.device}")
+        result = self.request.infer({0: batch.contiguous().numpy()}, share_inputs=True)
+        return torch.from_numpy(np.array(result[0], dtype=np.float32, copy=True))
