@@ -41,16 +41,23 @@ def test_shipped_weights_serve_a_real_jpeg(server: Server):
     assert "detector_images_total 1.0" in httpx.get(f"{server.url}/metrics").text
 
 
-def test_served_backend_gives_the_eager_detections(server: Server):
-    """The service's default CPU backend (ONNX Runtime) answers what the eager network does."""
-    assert httpx.get(f"{server.url}/model").json()["backend"] == "onnxruntime"
+def test_served_backend_gives_what_was_measured(server: Server):
+    """The service's default CPU backend answers what the same backend gives in process, the way
+    ``python -m model.evaluate --backend`` measured it (what is served is what was measured)."""
+    card = httpx.get(f"{server.url}/model").json()
+    backend = card["backend"]
+    assert backend == Predictor.from_weights(SHIPPED, "cpu", backend="auto")[0].backend
+    assert (
+        card["precision"]
+        == {"onnxruntime": "fp32", "openvino-bf16": "bf16", "openvino-int8": "int8"}[backend]
+    )
     data = image_bytes(500, 375)
     query = {"score_threshold": 0.0002, "max_detections": 1000}  # a confident model: go low
     response = httpx.post(
         f"{server.url}/detect", params=query, files={"image": ("a.jpg", data, "image/jpeg")}, timeout=30
     )
     served = response.json()["results"][0]["detections"]
-    predictor, _ = Predictor.from_weights(SHIPPED, "cpu", backend="eager")
+    predictor, _ = Predictor.from_weights(SHIPPED, "cpu", backend=backend)
     pixels = decode_image_bytes(data, 10**8).pixels
     expected = predictor(pixels, DetectParams(score_threshold=0.0002, max_detections=1000))[0]
     assert len(served) == len(expected.scores) > 5
