@@ -76,16 +76,25 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def check_key(request: Request, fields: dict[str, str], expected: str | None) -> None:
+def form_field(fields: dict[str, list[str]], name: str) -> str:
+    """A text field's value ("" when absent); given more than once it is ambiguous: 400."""
+    values = fields.get(name, [])
+    if len(values) > 1:
+        raise ClientError(400, f"form field {name!r} given {len(values)} times; send it once")
+    return values[0] if values else ""
+
+
+def check_key(request: Request, fields: dict[str, list[str]], expected: str | None) -> None:
+    api_key = form_field(fields, "api_key")
     if expected is None:
         return
-    offered = [*supplied_keys(request), fields.get("api_key", "").strip()]
+    offered = [*supplied_keys(request), api_key.strip()]
     if not any(hmac.compare_digest(key.encode(), expected.encode()) for key in offered):
         raise ClientError(401, "missing or wrong API key; send the form field api_key=<key>")
 
 
-def min_confidence(fields: dict[str, str], default: float) -> float:
-    text = fields.get("min_confidence", "").strip()
+def min_confidence(fields: dict[str, list[str]], default: float) -> float:
+    text = form_field(fields, "min_confidence").strip()
     if not text:
         return default
     try:

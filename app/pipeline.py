@@ -40,7 +40,7 @@ from model.postprocess import Detections
 @dataclass(frozen=True)
 class DecodedRequest:
     parts: list[ImagePart]
-    fields: dict[str, str]  # the multipart text fields (DeepStack sends its options so)
+    fields: dict[str, list[str]]  # the multipart text fields (DeepStack sends its options so)
     images: list[Prepared | EncodedJpeg]
     decode_ms: float
 
@@ -71,7 +71,7 @@ async def admitted(
 
 async def read_request(
     request: Request, service: DetectorService, settings: Settings, single: str | None = None
-) -> tuple[list[ImagePart], dict[str, str]]:
+) -> tuple[list[ImagePart], dict[str, list[str]]]:
     """The body (bounded in bytes and time) split into image parts and text fields. ``single``:
     the 422 message when there is not exactly one image."""
     body = await read_body(request, settings.max_upload_bytes, settings.body_timeout_seconds)
@@ -91,7 +91,7 @@ async def decode_parts(
     service: DetectorService,
     settings: Settings,
     parts: list[ImagePart],
-    fields: dict[str, str],
+    fields: dict[str, list[str]],
     keep_full: bool = False,
 ) -> DecodedRequest:
     """Each image decoded and fitted to the network; ``keep_full``: keep the full-resolution

@@ -66,9 +66,11 @@ async def read_body(request: Request, limit: int, timeout: float = 60.0) -> byte
 MAX_FIELD_CHARS = 1024
 
 
-def image_parts(request: Request, body: bytes, max_images: int) -> tuple[list[ImagePart], dict[str, str]]:
+def image_parts(
+    request: Request, body: bytes, max_images: int
+) -> tuple[list[ImagePart], dict[str, list[str]]]:
     """The request's images: every multipart ``image`` file part, or the raw body as one image;
-    and the multipart text fields (the first of each name)."""
+    and the multipart text fields (every value of each name, in order)."""
     content_type = request.headers.get("content-type", "")
     media_type = content_type.split(";")[0].strip().lower()
     if media_type == "multipart/form-data":
@@ -81,13 +83,13 @@ def image_parts(request: Request, body: bytes, max_images: int) -> tuple[list[Im
             raise UploadError(400, f"malformed multipart body: {exc}") from exc
         parts: list[ImagePart] = []
         other: list[str] = []
-        fields: dict[str, str] = {}
+        fields: dict[str, list[str]] = {}
         for part in form:
             if part.name != "image":
                 other.append(part.name)
                 if part.filename is None:
                     text = part.data[:MAX_FIELD_CHARS].decode("utf-8", errors="replace")
-                    fields.setdefault(part.name, text)
+                    fields.setdefault(part.name, []).append(text)
                 continue
             if part.filename is None:
                 raise UploadError(

@@ -100,3 +100,17 @@ def test_api_key_as_form_field_or_header(weights_dir):
         refused = client.post("/v1/vision/detection", files=files, data={"api_key": "nope"})
         assert refused.status_code == 401 and refused.json()["success"] is False
         assert client.post("/v1/vision/detection", files=files).status_code == 401
+
+
+def test_a_field_given_twice_is_ambiguous(client):
+    files = {"image": ("frame.jpg", image_bytes())}
+    response = client.post(
+        "/v1/vision/detection",
+        files=[
+            ("image", ("frame.jpg", image_bytes())),
+            ("min_confidence", (None, "0.1")),
+            ("min_confidence", (None, "0.9")),
+        ],
+    )
+    assert response.status_code == 400 and "given 2 times" in response.json()["error"]
+    assert client.post("/v1/vision/detection", files=files, data={"min_confidence": "0.5"}).status_code == 200
