@@ -47,7 +47,8 @@ def photos() -> list[torch.Tensor]:
 def test_reduced_precision_answers_close_to_fp32_on_photos(backend, needs, tolerance):
     """The shipped network on textured photos, boxes kept down to 0.01: every fp32 detection over
     0.03 has a twin (same class, IoU >= 0.5, score within the tolerance: measured at most 0.011
-    for bf16 and 0.035 for int8 on 6 VOC photos, 0.047 for int8 on one street photo), and the counts agree within a few."""
+    for bf16 and 0.035 for int8 on 6 VOC photos, 0.047 for int8 on one street photo), and the
+    counts agree within a few."""
     if not needs():
         pytest.skip(f"this CPU has no native instructions for {backend}")
     fp32 = Predictor(load_weights(ROOT / "weights").network, backend="eager")
