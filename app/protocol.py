@@ -81,6 +81,8 @@ class GuardedHttpTools(HttpToolsProtocol):
         self._head_timer = None
         if not self._in_head or self.transport.is_closing():
             return
+        if self.cycle is not None and not self.cycle.response_complete:
+            return  # a (pipelined) request is being answered: not a slow head
         if self._head_bytes == 0:  # an idle keep-alive connection: just close it
             self.transport.close()
             return
