@@ -14,7 +14,7 @@ from __future__ import annotations
 import hmac
 import math
 import time
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
@@ -22,6 +22,7 @@ from pydantic import BaseModel, Field
 from app.deps import InFlightDep, MetricsDep, ServiceDep, SettingsDep, supplied_keys
 from app.errors import ClientError
 from app.pipeline import admitted, decode_parts, predict, read_request, results
+from app.schemas import error_responses
 from model.config import DetectParams
 
 router = APIRouter(prefix="/v1/vision", tags=["DeepStack-compatible"])
@@ -62,9 +63,9 @@ class DeepStackError(BaseModel):
     request_id: str | None = None
 
 
-ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": DeepStackError, "description": text}
-    for code, text in {
+ERRORS = error_responses(
+    DeepStackError,
+    {
         400: "no image; undecodable data; a bad min_confidence",
         401: "missing or wrong API key (only when one is configured)",
         408: "the body did not arrive in time",
@@ -72,8 +73,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         415: "an image type the service does not decode",
         422: "not exactly one image",
         503: "not ready, draining or overloaded (see Retry-After)",
-    }.items()
-}
+    },
+)
 
 
 def form_field(fields: dict[str, list[str]], name: str) -> str:

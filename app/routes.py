@@ -33,6 +33,7 @@ from app.schemas import (
     Params,
     Readiness,
     Timing,
+    error_responses,
 )
 from app.service import DetectorService, InFlight
 from app.settings import Settings
@@ -42,9 +43,9 @@ PAGE = Path(__file__).resolve().parent / "static" / "index.html"
 
 router = APIRouter()
 
-ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse, "description": text}
-    for code, text in {
+ERRORS = error_responses(
+    ErrorResponse,
+    {
         400: "no image part; empty, truncated, undecodable or too-slow-to-decode data; a malformed body",
         401: "missing or wrong API key (only when one is configured)",
         408: "the body did not arrive in time",
@@ -52,8 +53,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         415: "an image type the service does not decode",
         422: "a bad query value, an unknown class name or an empty class list",
         503: "not ready, draining or overloaded (see Retry-After)",
-    }.items()
-}
+    },
+)
 
 IMAGE_BODY_DOC = {
     "requestBody": {

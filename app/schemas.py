@@ -55,6 +55,11 @@ class DetectResponse(BaseModel):
     timing_ms: Timing
 
 
+def error_responses(model: type[BaseModel], texts: dict[int, str]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for a route's error statuses, each with its body model."""
+    return {code: {"model": model, "description": text} for code, text in texts.items()}
+
+
 class ErrorResponse(BaseModel):
     detail: str
     request_id: str | None = Field(None, description="the X-Request-ID of the request")

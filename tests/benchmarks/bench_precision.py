@@ -30,24 +30,14 @@ from model.checkpoint import load_weights
 from model.data import VOCDetection
 from model.evaluate import evaluate_predictor
 from model.onnx_runtime import export_onnx
+from model.openvino_backend import OpenVinoNetwork
 from model.predictor import Predictor
+from model.quantize import calibration_inputs
 
 Run = Callable[[Tensor], Tensor]
 
 
-def calibration_batches(predictor: Predictor, data: Path, split: str, count: int) -> list[Tensor]:
-    """``count`` training images through the serving preprocessing, one per batch."""
-    dataset = VOCDetection([data], split)
-    step = max(1, len(dataset) // count)
-    batches = []
-    for index in range(0, step * count, step):
-        image, _ = dataset[index]
-        batch, _ = predictor.preprocess([image])
-        batches.append(batch)
-    return batches
-
-
-def ort_int8(onnx: bytes, calibration: list[Tensor], threads: int) -> Run:
+def ort_int8(onnx: bytes, calibration: list[np.ndarray], threads: int) -> Run:
     import onnxruntime as ort
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -58,7 +48,7 @@ def ort_int8(onnx: bytes, calibration: list[Tensor], threads: int) -> Run:
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             batch = next(self.items, None)
-            return None if batch is None else {"images": batch.numpy()}
+            return None if batch is None else {"images": batch}
 
     folder = Path(tempfile.mkdtemp())
     (folder / "fp32.onnx").write_bytes(onnx)
@@ -84,25 +74,19 @@ def ort_int8(onnx: bytes, calibration: list[Tensor], threads: int) -> Run:
     return run
 
 
-def openvino(
-    onnx: bytes, size: int, precision: str, threads: int, calibration: list[Tensor] | None = None
-) -> Run:
+def openvino_int8(onnx: bytes, size: int, calibration: list[np.ndarray], threads: int) -> Run:
+    """NNCF quantization in memory, as ``model.quantize`` does it, compiled like the served one."""
+    import nncf
     import openvino as ov
 
     core = ov.Core()
     model = core.read_model(onnx, b"")
-    if calibration is not None:
-        import nncf
-
-        model = nncf.quantize(
-            model,
-            nncf.Dataset([b.numpy() for b in calibration]),
-            subset_size=len(calibration),
-            preset=nncf.QuantizationPreset.MIXED,
-        )
+    model = nncf.quantize(
+        model, nncf.Dataset(calibration), subset_size=len(calibration), preset=nncf.QuantizationPreset.MIXED
+    )
     model.reshape({0: ov.PartialShape([-1, 3, size, size])})
     config = {
-        "INFERENCE_PRECISION_HINT": precision,
+        "INFERENCE_PRECISION_HINT": "f32",
         "PERFORMANCE_HINT": "LATENCY",
         "INFERENCE_NUM_THREADS": threads,
     }
@@ -169,16 +153,16 @@ def main() -> int:
     size = loaded.config.input_size
     reference = Predictor(load_weights(args.weights).network, "cpu", backend="eager")
     onnx = export_onnx(reference.network, size)
-    calibration = calibration_batches(reference, args.data, args.calib_split, args.calib_images)
+    calibration = calibration_inputs(reference, [args.data], args.calib_split, args.calib_images)
     builders: dict[str, Callable[[], Run]] = {
         "eager fp32": lambda: reference.network,
         "onnxruntime fp32 (default)": lambda: (
             Predictor(load_weights(args.weights).network, "cpu", backend="onnxruntime")._run
         ),
         "onnxruntime int8 (QDQ)": lambda: ort_int8(onnx, calibration, threads),
-        "openvino fp32": lambda: openvino(onnx, size, "f32", threads),
-        "openvino bf16": lambda: openvino(onnx, size, "bf16", threads),
-        "openvino int8 (NNCF)": lambda: openvino(onnx, size, "f32", threads, calibration),
+        "openvino fp32": lambda: OpenVinoNetwork(reference.network, size, "f32", threads, onnx=onnx),
+        "openvino bf16": lambda: OpenVinoNetwork(reference.network, size, "bf16", threads, onnx=onnx),
+        "openvino int8 (NNCF)": lambda: openvino_int8(onnx, size, calibration, threads),
         "torch bf16 autocast": lambda: torch_bf16(load_weights(args.weights).network.eval()),
     }
     val = VOCDetection([args.data], args.val_split)

@@ -108,6 +108,11 @@ def _params(
     return {key: str(value) for key, value in params.items() if value is not None}
 
 
+def _uploads(images: ImageInput | Sequence[ImageInput]) -> list[Upload]:
+    items = list(images) if isinstance(images, (list, tuple)) else [images]
+    return [to_upload(image, k) for k, image in enumerate(items)]
+
+
 def _error(response: httpx.Response) -> DetectorError:
     try:
         body = response.json()
@@ -149,6 +154,21 @@ class _Base:
         limits = card.get("limits", {})
         self._max_images = self._max_images or int(limits.get("max_images_per_request", 16))
         self._max_bytes = self._max_bytes or int(limits.get("max_upload_bytes", 20 * 1024 * 1024))
+
+    def _delay_after_answer(self, attempt: int, response: httpx.Response) -> float | None:
+        """Seconds to wait before retrying a 503; None when ``response`` is the answer. Raises
+        :class:`DetectorError` for any other error answer, or a 503 on the last attempt."""
+        if response.status_code == 503 and attempt < self.retry.retries:
+            return self.retry.delay(attempt, response.headers.get("retry-after"))
+        if response.is_error:
+            raise _error(response)
+        return None
+
+    def _delay_after_failure(self, attempt: int, error: httpx.TransportError) -> float:
+        """Seconds to wait before retrying after a connection failure; raises on the last attempt."""
+        if attempt == self.retry.retries:
+            raise DetectorError(0, f"could not reach {self.url}: {error!r}") from error
+        return self.retry.delay(attempt, None)
 
     def _groups(self, uploads: Sequence[Upload]) -> list[list[int]]:
         assert self._max_images is not None and self._max_bytes is not None
@@ -193,21 +213,17 @@ class DetectorClient(_Base):
 
     def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         for attempt in range(self.retry.retries + 1):
-            last = attempt == self.retry.retries
             try:
                 response = self._http.request(method, path, **kwargs)
             except httpx.TransportError as exc:
-                if last:
-                    raise DetectorError(0, f"could not reach {self.url}: {exc!r}") from exc
-                time.sleep(self.retry.delay(attempt, None))
-                continue
-            if response.status_code == 503 and not last:
-                time.sleep(self.retry.delay(attempt, response.headers.get("retry-after")))
-                continue
-            if response.is_error:
-                raise _error(response)
-            return response
-        raise AssertionError("unreachable")
+                delay = self._delay_after_failure(attempt, exc)
+            else:
+                answer_delay = self._delay_after_answer(attempt, response)
+                if answer_delay is None:
+                    return response
+                delay = answer_delay
+            time.sleep(delay)
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     def _ensure_limits(self) -> None:
         with self._limits_lock:
@@ -224,8 +240,7 @@ class DetectorClient(_Base):
         classes: Sequence[str] | None = None,
     ) -> list[ImageResult]:
         """One :class:`ImageResult` per image, in order."""
-        items = list(images) if isinstance(images, (list, tuple)) else [images]
-        uploads = [to_upload(image, k) for k, image in enumerate(items)]
+        uploads = _uploads(images)
         if not uploads:
             return []
         self._ensure_limits()
@@ -317,22 +332,18 @@ class AsyncDetectorClient(_Base):
 
     async def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         for attempt in range(self.retry.retries + 1):
-            last = attempt == self.retry.retries
             try:
                 async with self._limit:
                     response = await self._http.request(method, path, **kwargs)
             except httpx.TransportError as exc:
-                if last:
-                    raise DetectorError(0, f"could not reach {self.url}: {exc!r}") from exc
-                await asyncio.sleep(self.retry.delay(attempt, None))
-                continue
-            if response.status_code == 503 and not last:
-                await asyncio.sleep(self.retry.delay(attempt, response.headers.get("retry-after")))
-                continue
-            if response.is_error:
-                raise _error(response)
-            return response
-        raise AssertionError("unreachable")
+                delay = self._delay_after_failure(attempt, exc)
+            else:
+                answer_delay = self._delay_after_answer(attempt, response)
+                if answer_delay is None:
+                    return response
+                delay = answer_delay
+            await asyncio.sleep(delay)
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def detect(
         self,
@@ -344,8 +355,7 @@ class AsyncDetectorClient(_Base):
         classes: Sequence[str] | None = None,
     ) -> list[ImageResult]:
         """One :class:`ImageResult` per image, in order."""
-        items = list(images) if isinstance(images, (list, tuple)) else [images]
-        uploads = [to_upload(image, k) for k, image in enumerate(items)]
+        uploads = _uploads(images)
         if not uploads:
             return []
         if self._max_images is None or self._max_bytes is None:
