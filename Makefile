@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: setup serve test lint format bench clean
+.PHONY: setup serve test test-fast lint format bench clean
 
 $(STAMP): pyproject.toml client/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ serve: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# The unit and API tests: no real server, training run or long load (those are marked slow).
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow and not container"
 
 lint: $(STAMP)
 	$(PY) -m ruff check app model tests client

@@ -23,7 +23,7 @@ from app.deps import InFlightDep, MetricsDep, ServiceDep, SettingsDep, supplied_
 from app.errors import ClientError
 from app.pipeline import admitted, decode_parts, predict, read_request, results
 from app.schemas import error_responses
-from model.config import DetectParams
+from model.config import VOC_CLASSES
 
 router = APIRouter(prefix="/v1/vision", tags=["DeepStack-compatible"])
 
@@ -148,12 +148,14 @@ async def detection(
         check_key(request, fields, expected)  # before any decoding
         threshold = min_confidence(fields, settings.score_threshold)
         decoded = await decode_parts(service, settings, parts, fields)
-        params = DetectParams(threshold, settings.iou_threshold, settings.max_detections)
+        params = service.defaults.with_overrides(score_threshold=threshold)
         prediction = await predict(service, settings, decoded, params)
     (result,) = results(decoded, prediction, service.classes, metrics)
+    # Only the VOC names are renamed; a model of one's own classes answers its card's names.
+    renamed = DEEPSTACK_LABELS if service.classes == VOC_CLASSES else {}
     predictions = [
         Prediction(
-            label=DEEPSTACK_LABELS.get(d.class_name, d.class_name),
+            label=renamed.get(d.class_name, d.class_name),
             confidence=d.score,
             x_min=math.floor(d.box.x_min),
             y_min=math.floor(d.box.y_min),

@@ -14,7 +14,7 @@ from fastapi import Depends, HTTPException, Request
 from app.metrics import Metrics
 from app.service import DetectorService, InFlight
 from app.settings import Settings
-from app.state import Phase, Readiness
+from app.state import Lifecycle, Phase
 
 
 async def get_settings(request: Request) -> Settings:
@@ -22,8 +22,8 @@ async def get_settings(request: Request) -> Settings:
     return settings
 
 
-async def get_readiness(request: Request) -> Readiness:
-    readiness: Readiness = request.app.state.readiness
+async def get_readiness(request: Request) -> Lifecycle:
+    readiness: Lifecycle = request.app.state.readiness
     return readiness
 
 
@@ -38,12 +38,12 @@ async def get_inflight(request: Request) -> InFlight:
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-ReadinessDep = Annotated[Readiness, Depends(get_readiness)]
+ReadinessDep = Annotated[Lifecycle, Depends(get_readiness)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 InFlightDep = Annotated[InFlight, Depends(get_inflight)]
 
 
-def not_ready_error(readiness: Readiness, retry_after: int) -> HTTPException:
+def not_ready_error(readiness: Lifecycle, retry_after: int) -> HTTPException:
     messages = {
         Phase.LOADING: "the model is still loading; retry shortly",
         Phase.DRAINING: "the service is shutting down; send the request to another instance",

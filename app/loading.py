@@ -16,31 +16,30 @@ from app.batching import DynamicBatcher
 from app.decode_pool import DecodeLimits, DecodePool
 from app.service import DetectorService
 from app.settings import Settings
-from app.state import Readiness
+from app.state import Lifecycle
+from model.backends import CPU_RUNTIMES
 from model.checkpoint import WeightsError
 from model.config import DetectParams
-from model.predictor import CPU_RUNTIMES, Predictor
+from model.predictor import Predictor
 
 log = logging.getLogger("app")
 
 
 async def load_service(app: FastAPI) -> None:
     settings: Settings = app.state.settings
-    readiness: Readiness = app.state.readiness
+    readiness: Lifecycle = app.state.readiness
     try:
         if settings.torch_threads:
             torch.set_num_threads(settings.torch_threads)
+        defaults = DetectParams(settings.score_threshold, settings.iou_threshold, settings.max_detections)
         predictor, weights = await asyncio.to_thread(
-            Predictor.from_weights, settings.weights, settings.device, None, settings.backend
+            Predictor.from_weights, settings.weights, settings.device, None, settings.backend, defaults
         )
         if predictor.backend in CPU_RUNTIMES:
             # ONNX Runtime / OpenVINO took the threads for the network; torch is left the per-image
             # letterbox and post-processing, which cost half the CPU time on one thread as on two
             # (measured).
             torch.set_num_threads(1)
-        predictor.defaults = DetectParams(
-            settings.score_threshold, settings.iou_threshold, settings.max_detections
-        )
         batcher = DynamicBatcher(
             predictor,
             app.state.metrics,

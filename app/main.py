@@ -25,7 +25,7 @@ from app.metrics import Metrics
 from app.routes import router
 from app.service import DetectorService, InFlight
 from app.settings import Settings
-from app.state import Readiness
+from app.state import Lifecycle
 
 
 @contextlib.asynccontextmanager
@@ -55,7 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.state.readiness = Readiness()
+    app.state.readiness = Lifecycle()
     app.state.metrics = Metrics()
     app.state.service = None
     app.state.inflight = InFlight()

@@ -46,7 +46,7 @@ class DecodedRequest:
 
 
 @dataclass(frozen=True)
-class Prediction:
+class Predicted:
     found: list[Detections]
     inference_ms: float
 
@@ -116,7 +116,7 @@ async def decode_request(
 
 async def predict(
     service: DetectorService, settings: Settings, decoded: DecodedRequest, params: DetectParams
-) -> Prediction:
+) -> Predicted:
     start = time.perf_counter()
     inputs = [image.fitted if isinstance(image, Prepared) else image for image in decoded.images]
     try:
@@ -125,11 +125,11 @@ async def predict(
         raise Unavailable("overloaded", settings.retry_after_seconds) from exc
     except BatchFailed as exc:
         raise Unavailable("inference failed for this batch", settings.retry_after_seconds) from exc
-    return Prediction(found, (time.perf_counter() - start) * 1000)
+    return Predicted(found, (time.perf_counter() - start) * 1000)
 
 
 def results(
-    decoded: DecodedRequest, prediction: Prediction, classes: tuple[str, ...], metrics: Metrics
+    decoded: DecodedRequest, prediction: Predicted, classes: tuple[str, ...], metrics: Metrics
 ) -> list[ImageResult]:
     """One result per image, boxes rounded to 0.01 px; counted in the metrics."""
     answer = []
@@ -157,15 +157,15 @@ def results(
 
 
 def _draw_and_encode(image: Tensor, found: Detections, classes: tuple[str, ...], png: bool) -> bytes:
-    """PNG at zlib level 1: a 40-megapixel image in 2.3 s instead of 21.5 s at the default 6, for
-    files 7-15% larger (measured here: the README's dog photo 685 -> 730 KB)."""
+    """PNG at zlib level 1: about ten times as fast as the default level 6 for files a little larger
+    (docs/operations.md has the measurement)."""
     drawn = draw_detections(image, found, classes)
     encoded = encode_png(drawn, compression_level=1) if png else encode_jpeg(drawn, quality=90)
     return bytes(encoded.numpy().tobytes())
 
 
 async def render(
-    service: DetectorService, decoded: DecodedRequest, prediction: Prediction, png: bool
+    service: DetectorService, decoded: DecodedRequest, prediction: Predicted, png: bool
 ) -> bytes:
     """The one image with its boxes drawn, encoded, on the drawing thread."""
     image = decoded.images[0]

@@ -129,12 +129,7 @@ async def detect(
     """Multipart with one or more file parts named ``image``, or a raw image body (one image)."""
     start = time.perf_counter()
     class_names, class_ids = parse_classes(classes, service.classes)
-    params = DetectParams(
-        score_threshold=settings.score_threshold if score_threshold is None else score_threshold,
-        iou_threshold=settings.iou_threshold if iou_threshold is None else iou_threshold,
-        max_detections=settings.max_detections if max_detections is None else max_detections,
-        class_ids=class_ids,
-    )
+    params = service.defaults.with_overrides(score_threshold, iou_threshold, max_detections, class_ids)
     if output_format != "json":
         return await detect_drawn(request, service, settings, metrics, inflight, params, output_format)
     async with admitted(service, settings, inflight, metrics):

@@ -14,6 +14,7 @@ from app.decode_pool import DecodePool
 from app.decoding import EncodedJpeg, check_or_decode
 from app.device_decode import decode_batch
 from model.checkpoint import LoadedWeights
+from model.config import DetectParams
 from model.predictor import Predictor
 
 
@@ -37,6 +38,11 @@ class DetectorService:
     @property
     def classes(self) -> tuple[str, ...]:
         return self.predictor.config.classes
+
+    @property
+    def defaults(self) -> DetectParams:
+        """The service's thresholds (settings over the card's); a request overrides them one by one."""
+        return self.predictor.defaults
 
     @property
     def dtype(self) -> str:

@@ -1,13 +1,15 @@
-"""Service settings: environment variables prefixed ``DETECTOR_`` (see the README's table)."""
+"""Service settings: environment variables prefixed ``DETECTOR_`` (docs/operations.md has the table)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from model.backends import Backend
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
 
@@ -19,16 +21,14 @@ class Settings(BaseSettings):
     device: str = "auto"
     # auto on CPU: the derived int8 network (VNNI/AMX CPUs), else bf16 (native-bf16 CPUs), else
     # ONNX Runtime fp32; eager fp16 on CUDA.
-    backend: Literal["auto", "eager", "jit", "onnxruntime", "openvino", "openvino-bf16", "openvino-int8"] = (
-        "auto"
-    )
+    backend: Backend = "auto"
     score_threshold: Annotated[float, Field(ge=0.0, le=1.0)] = 0.25
     iou_threshold: Annotated[float, Field(ge=0.0, le=1.0)] = 0.45
     max_detections: Annotated[int, Field(ge=1, le=1000)] = 100
     max_upload_bytes: Annotated[int, Field(ge=1)] = 20 * 1024 * 1024
     max_image_pixels: Annotated[int, Field(ge=1)] = 40_000_000
     max_images_per_request: Annotated[int, Field(ge=1)] = 16
-    # Bounds on what one request, and all of them together, may cost (README: Limits).
+    # Bounds on what one request, and all of them together, may cost (docs/operations.md, "Limits").
     max_request_pixels: Annotated[int, Field(ge=1)] = 160_000_000
     decode_pixel_budget: Annotated[int, Field(ge=1)] = 80_000_000
     decode_timeout_seconds: Annotated[float, Field(gt=0.0)] = 10.0
@@ -47,7 +47,7 @@ class Settings(BaseSettings):
     batch_timeout_ms: Annotated[float, Field(ge=0.0)] = 0.0
     max_queue_images: Annotated[int, Field(ge=1)] = 256
     # Decode JPEGs in the batcher, a batch at a time, on the inference device (nvJPEG on CUDA)
-    # instead of one by one on CPU threads. Off until measured on a GPU (README: Benchmarks).
+    # instead of one by one on CPU threads. Off until measured on a GPU (docs/benchmarks.md).
     device_decode: bool = False
     retry_after_seconds: Annotated[int, Field(ge=1)] = 1
     # CPU threads for the network's forward pass (0: torch's default, one per core).

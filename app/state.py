@@ -1,4 +1,4 @@
-"""Readiness as a small state machine: loading -> ready, or -> failed; ready -> draining."""
+"""The service's lifecycle as a small state machine: loading -> ready, or -> failed; ready -> draining."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ class Phase(str, enum.Enum):
 
 
 @dataclass
-class Readiness:
+class Lifecycle:
     phase: Phase = Phase.LOADING
     reason: str | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 VOC_CLASSES: tuple[str, ...] = (
@@ -113,3 +113,19 @@ class DetectParams:
     iou_threshold: float = 0.45
     max_detections: int = 100
     class_ids: frozenset[int] | None = None
+
+    def with_overrides(
+        self,
+        score_threshold: float | None = None,
+        iou_threshold: float | None = None,
+        max_detections: int | None = None,
+        class_ids: frozenset[int] | None = None,
+    ) -> DetectParams:
+        """These parameters with every value that is not ``None`` replaced (a request's own)."""
+        return replace(
+            self,
+            score_threshold=self.score_threshold if score_threshold is None else score_threshold,
+            iou_threshold=self.iou_threshold if iou_threshold is None else iou_threshold,
+            max_detections=self.max_detections if max_detections is None else max_detections,
+            class_ids=self.class_ids if class_ids is None else class_ids,
+        )

@@ -1,8 +1,8 @@
-"""Evaluate a weights folder on a VOC split: ``python -m model.evaluate --weights weights --data VOCDEVKIT``.
+"""Evaluate a weights folder on a dataset split: ``python -m model.evaluate --weights W --data DATASET``.
 
 Prints a per-class AP table and, as its last line, one JSON object
 ``{"map50": ..., "ap": {class: ...}, "images": N, "seconds": ...}``. ``--plots DIR`` also writes
-the error analysis of :mod:`model.analysis` (PR curves, confusion matrix with background, AP by
+the error analysis of :mod:`model.evaluation.analysis` (PR curves, confusion matrix with background, AP by
 object size, F1-best thresholds; CSV, JSON and PNG). ``--write-card`` records the result as the
 ``val`` block of the weights folder's card (the weights and their hash unchanged).
 """
@@ -12,87 +12,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-from torch.utils.data import DataLoader
-from tqdm import tqdm
-
+from model.backends import BACKENDS
 from model.checkpoint import write_card
 from model.config import DetectParams
-from model.data import VOCDetection, collate_raw
-from model.metrics import EvaluationResult, ImageGroundTruth, evaluate_detections
-from model.postprocess import Detections
-from model.predictor import BACKENDS, Predictor
-
-# Evaluation keeps low-scoring boxes: AP integrates over the whole precision/recall curve.
-EVAL_PARAMS = DetectParams(score_threshold=0.01, iou_threshold=0.45, max_detections=100)
-
-
-@dataclass(frozen=True)
-class EvaluationReport:
-    result: EvaluationResult
-    images: int
-    seconds: float
-    detections: list[Detections] = field(default_factory=list, repr=False)
-    truths: list[ImageGroundTruth] = field(default_factory=list, repr=False)
-
-    def to_json(self) -> dict[str, object]:
-        return {
-            "map50": round(self.result.map50, 6),
-            "ap": {k: (None if v is None else round(v, 6)) for k, v in self.result.ap.items()},
-            "images": self.images,
-            "seconds": round(self.seconds, 3),
-        }
-
-
-def evaluate_predictor(
-    predictor: Predictor,
-    dataset: VOCDetection,
-    batch_size: int = 16,
-    workers: int = 2,
-    params: DetectParams = EVAL_PARAMS,
-    use_07_metric: bool = False,
-    progress: bool = True,
-    limit: int | None = None,
-) -> EvaluationReport:
-    """Run the serving prediction path over ``dataset`` and score it with VOC AP@0.5."""
-    start = time.perf_counter()
-    subset: torch.utils.data.Dataset = dataset
-    if limit is not None:
-        subset = torch.utils.data.Subset(dataset, range(min(limit, len(dataset))))
-    loader = DataLoader(subset, batch_size=batch_size, num_workers=workers, collate_fn=collate_raw)
-    detections: list[Detections] = []
-    truths: list[ImageGroundTruth] = []
-    for images, truth_batch in tqdm(loader, desc="evaluate", disable=not progress, leave=False):
-        for found, annotation in zip(predictor(images, params), truth_batch, strict=True):
-            detections.append(found)
-            truths.append(ImageGroundTruth(annotation.boxes_xyxy, annotation.labels, annotation.difficult))
-    result = evaluate_detections(detections, truths, predictor.config.classes, 0.5, use_07_metric)
-    return EvaluationReport(result, len(detections), time.perf_counter() - start, detections, truths)
-
-
-def card_val_block(report: EvaluationReport, split: str, predictor: Predictor) -> dict[str, object]:
-    """The ``val`` block of a model card: what was measured, on what, how."""
-    return {
-        "split": split,
-        "images": report.images,
-        "map50": round(report.result.map50, 6),
-        "ap50_per_class": {k: None if v is None else round(v, 6) for k, v in report.result.ap.items()},
-        "evaluated_on": f"{predictor.device} {predictor.precision} ({predictor.backend})",
-        "metric": "VOC all-point AP at IoU 0.5, difficult ignored",
-    }
-
-
-def format_table(result: EvaluationResult) -> str:
-    lines = [f"{'class':<14} {'AP@0.5':>7}", "-" * 22]
-    for name, ap in result.ap.items():
-        lines.append(f"{name:<14} {'n/a' if ap is None else f'{ap:.4f}':>7}")
-    lines += ["-" * 22, f"{'mAP@0.5':<14} {result.map50:>7.4f}"]
-    return "\n".join(lines)
+from model.data import DEFAULT_SPLIT_SEED, DEFAULT_VAL_FRACTION, open_dataset
+from model.evaluation.report import EVAL_PARAMS, card_val_block, evaluate_predictor, format_table
+from model.predictor import Predictor
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -100,8 +28,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--weights", default="weights", help="weights folder (model.safetensors + model.json)"
     )
-    parser.add_argument("--data", action="append", required=True, help="VOCdevkit folder; repeat for several")
+    parser.add_argument(
+        "--data", action="append", required=True, help="dataset (any format model.train reads); repeat"
+    )
     parser.add_argument("--split", default="val")
+    parser.add_argument(
+        "--split-fraction", type=float, default=DEFAULT_VAL_FRACTION, help="val share, data without splits"
+    )
+    parser.add_argument("--split-seed", type=int, default=DEFAULT_SPLIT_SEED)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--backend", default="auto", choices=BACKENDS)
     parser.add_argument("--batch-size", type=int, default=16)
@@ -116,7 +50,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     predictor, loaded = Predictor.from_weights(args.weights, device=args.device, backend=args.backend)
-    dataset = VOCDetection(args.data, args.split, classes=loaded.config.classes)
+    dataset = open_dataset(args.data, args.split, loaded.config.classes, args.split_fraction, args.split_seed)
+    print(f"data: {dataset.description}")
     params = DetectParams(args.score_threshold, EVAL_PARAMS.iou_threshold, EVAL_PARAMS.max_detections)
     report = evaluate_predictor(
         predictor,
@@ -134,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print(format_table(report.result))
     if args.plots is not None:
-        from model.analysis import analyse, write_analysis
+        from model.evaluation.analysis import analyse, write_analysis
 
         analysis = analyse(report.detections, report.truths, loaded.config.classes)
         written = write_analysis(analysis, report.result.ap, args.plots)

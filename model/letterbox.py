@@ -121,3 +121,14 @@ def letterbox_batch(
         batch[k, :, top : top + new_h, left : left + new_w] = normalized.to(dtype)
         boxes.append(placement)
     return batch, boxes
+
+
+def shrink(image: Tensor, boxes: Tensor, long_side: int) -> tuple[Tensor, Tensor]:
+    """Resize ``image`` down (antialiased) so its long side is at most ``long_side``; boxes follow."""
+    height, width = image.shape[-2:]
+    scale = min(1.0, long_side / max(height, width))
+    if scale == 1.0:
+        return image, boxes
+    new_h, new_w = max(1, round(height * scale)), max(1, round(width * scale))
+    image = TF.resize(image, [new_h, new_w], antialias=True)
+    return image, boxes * torch.tensor([new_w / width, new_h / height] * 2, device=boxes.device)

@@ -20,6 +20,10 @@ class LossWeights:
     classification: float = 1.0
 
 
+# The names of the terms :func:`detection_loss` returns, in the order training logs them.
+LOSS_TERMS = ("total", "objectness", "box", "giou", "class")
+
+
 def paired_iou(a: Tensor, b: Tensor) -> Tensor:
     """IoU of each box in ``a (..., 4)`` with the box at the same index in ``b``, xyxy."""
     top_left = torch.maximum(a[..., :2], b[..., :2])

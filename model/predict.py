@@ -14,7 +14,6 @@ from pathlib import Path
 
 from torchvision.io import write_jpeg
 
-from model.config import DetectParams
 from model.data import read_image
 from model.draw import draw_detections
 from model.predictor import Predictor
@@ -32,12 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     predictor, loaded = Predictor.from_weights(args.weights, device=args.device)
-    defaults = loaded.defaults
-    params = DetectParams(
-        defaults.score_threshold if args.score_threshold is None else args.score_threshold,
-        defaults.iou_threshold if args.iou_threshold is None else args.iou_threshold,
-        defaults.max_detections if args.max_detections is None else args.max_detections,
-    )
+    params = loaded.defaults.with_overrides(args.score_threshold, args.iou_threshold, args.max_detections)
     args.out.mkdir(parents=True, exist_ok=True)
     classes = predictor.config.classes
     failures = 0

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from app.decoding import DecodeError, decode_image_bytes, sniff_format
-from tests.conftest import image_bytes
+from tests.support.images import image_bytes
 
 LIMIT = 40_000_000
 

@@ -7,8 +7,8 @@ import pytest
 
 from app.deepstack import DEEPSTACK_LABELS
 from model.config import VOC_CLASSES
-from tests.app.conftest import make_client, wait_ready
-from tests.conftest import image_bytes
+from tests.support.app_client import make_client, wait_ready
+from tests.support.images import image_bytes
 
 # The COCO names these clients' label maps use for the VOC classes.
 COCO_NAMES = {

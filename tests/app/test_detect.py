@@ -5,7 +5,7 @@ import json
 import pytest
 
 from model.config import VOC_CLASSES
-from tests.conftest import image_bytes
+from tests.support.images import image_bytes
 
 
 def check_result(result, width, height):

@@ -10,9 +10,9 @@ from PIL import Image
 
 from app.decoding import DecodedImage, DecodeError, EncodedJpeg, check_or_decode, decode_image_bytes
 from app.device_decode import decode_batch
-from tests.app.conftest import make_client, wait_ready
 from tests.app.test_decoding import LIMIT, asymmetric_image, encode
-from tests.conftest import image_bytes
+from tests.support.app_client import make_client, wait_ready
+from tests.support.images import image_bytes
 
 CPU = torch.device("cpu")
 

@@ -2,48 +2,12 @@
 
 import io
 import os
-import struct
-import zlib
 
 import pytest
 from PIL import Image
 
-from tests.app.conftest import make_client, wait_ready
-from tests.conftest import image_bytes
-
-
-def png_claiming(width: int, height: int) -> bytes:
-    """A PNG whose header claims ``width x height`` but carries almost no data."""
-
-    def chunk(kind: bytes, payload: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
-        )
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
-        + chunk(b"IEND", b"")
-    )
-
-
-def jpeg_claiming(width: int, height: int) -> bytes:
-    data = bytearray(image_bytes(16, 16))
-    marker = data.index(b"\xff\xc0")  # baseline SOF0: length(2) precision(1) height(2) width(2)
-    data[marker + 5 : marker + 9] = struct.pack(">HH", height, width)
-    return bytes(data)
-
-
-def expect(response, status: int, *fragments: str) -> str:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"detail", "request_id"} and isinstance(body["detail"], str)
-    assert body["request_id"] == response.headers["x-request-id"]
-    for fragment in fragments:
-        assert fragment in body["detail"]
-    return body["detail"]
+from tests.support.app_client import expect, make_client, wait_ready
+from tests.support.images import image_bytes, jpeg_claiming, png_claiming
 
 
 def test_no_image_part(client):

@@ -5,8 +5,8 @@ import shutil
 import threading
 from pathlib import Path
 
-from tests.app.conftest import make_client, wait_ready
-from tests.conftest import image_bytes
+from tests.support.app_client import make_client, wait_ready
+from tests.support.images import image_bytes
 
 
 def test_health_and_ready(client):
@@ -79,13 +79,14 @@ def test_truncated_weights_fail_readiness(weights_dir, tmp_path):
     check_failed(folder, "model.safetensors", "sha256")
 
 
-def test_wrong_class_list_fails_readiness(weights_dir, tmp_path):
+def test_a_class_list_that_does_not_fit_the_tensors_fails_readiness(weights_dir, tmp_path):
+    """Any class list loads (the service follows the card), but it must fit the head's channels."""
     folder = broken_copy(weights_dir, tmp_path)
     card = folder / "model.json"
     meta = json.loads(card.read_text())
-    meta["classes"][-1] = "television"
+    meta["classes"] = meta["classes"][:3]
     card.write_text(json.dumps(meta))
-    check_failed(folder, "model.json", "class list")
+    check_failed(folder, "model.safetensors", "do not fit the architecture")
 
 
 def test_model_card(client, weights_dir):

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 
 import httpx
+import pytest
 
-from tests.app.conftest import make_client, wait_ready
-from tests.conftest import image_bytes
-from tests.serving import Server
+from tests.support.app_client import make_client, wait_ready
+from tests.support.images import image_bytes
+from tests.support.serving import Server
 
 
 def test_request_id_is_echoed_or_made(client):
@@ -35,6 +36,7 @@ def test_cors_only_for_configured_origins(weights_dir, client):
         assert "x-request-id" in answer.headers["access-control-expose-headers"].lower()
 
 
+@pytest.mark.slow
 def test_every_log_line_is_json_and_one_request_can_be_followed(weights_dir):
     with Server(weights_dir, DETECTOR_CORS_ORIGINS="https://a.example,https://b.example") as server:
         httpx.post(

@@ -26,13 +26,13 @@ from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from model.backends.onnx_runtime import export_onnx
+from model.backends.openvino import OpenVinoNetwork
+from model.backends.quantize import calibration_inputs
 from model.checkpoint import load_weights
 from model.data import VOCDetection
-from model.evaluate import evaluate_predictor
-from model.onnx_runtime import export_onnx
-from model.openvino_backend import OpenVinoNetwork
+from model.evaluation.report import evaluate_predictor
 from model.predictor import Predictor
-from model.quantize import calibration_inputs
 
 Run = Callable[[Tensor], Tensor]
 

@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from model.checkpoint import load_weights  # noqa: E402
 from model.predictor import resolve_device  # noqa: E402
-from tests.serving import Server  # noqa: E402
+from tests.support.serving import Server  # noqa: E402
 
 
 def real_jpegs(data: Path, samples: Path, count: int) -> list[tuple[str, bytes]]:

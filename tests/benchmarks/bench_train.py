@@ -23,17 +23,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from model.augment import AugmentConfig, build_bank
 from model.config import DetectorConfig
-from model.ema import ModelEMA
 from model.network import build_network
-from model.train import (
-    TrainConfig,
-    make_optimizer,
-    parse_args,
-    precision_contexts,
-    training_step_loss,
-)
+from model.training.augment import AugmentConfig, build_bank
+from model.training.ema import ModelEMA
+from model.training.optim import make_optimizer
+from model.training.setup import Precision
+from model.training.trainer import BatchLoss
 
 
 def timed(fn: Callable[[], None], device: torch.device, seconds: float) -> tuple[float, int]:
@@ -79,20 +75,18 @@ def main() -> None:
         )
         labels.append(torch.randint(0, 20, (4,)))
     bank = build_bank([i.to(device) for i in images], boxes, labels, args.size)
-    train_args = parse_args(["--data", "-", "--out", "-", "--input-size", str(args.size)])
-    config = TrainConfig.from_args(train_args, "bench")
-    autocast, memory_format = precision_contexts(device, args.bf16, args.channels_last)
+    precision = Precision.choose(device, args.bf16, args.channels_last)
+    autocast, memory_format = precision.autocast, precision.memory_format
     network = build_network(detector).to(device).to(memory_format=memory_format)  # type: ignore[call-overload]
     optimizer = make_optimizer(network, 1e-3, 0.05, device)
     ema = ModelEMA(network)
     generator = torch.Generator(device=device).manual_seed(0)
     augment = AugmentConfig()
+    loss = BatchLoss(network, bank, detector, precision, generator)  # what model.train runs per batch
 
     def whole_step() -> None:
         indices = torch.randint(0, len(bank), (args.batch,), generator=generator, device=device)
-        terms = training_step_loss(
-            network, bank, indices, config, detector, augment, generator, autocast, memory_format
-        )
+        terms = loss(indices, augment)
         optimizer.zero_grad(set_to_none=True)
         terms["total"].backward()
         torch.nn.utils.clip_grad_norm_(network.parameters(), 10.0)

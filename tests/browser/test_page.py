@@ -7,15 +7,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import image_bytes
-from tests.serving import Server
+from tests.support.images import image_bytes
+from tests.support.serving import Server
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
-pytestmark = pytest.mark.skipif(
-    not Path(CHROMIUM).exists(), reason="no Chromium installed (apt-get install chromium)"
-)
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not Path(CHROMIUM).exists(), reason="no Chromium installed (apt-get install chromium)"
+    ),
+]
 
 
 @pytest.fixture(scope="module")

@@ -18,8 +18,8 @@ from detector_client.client import Upload, pack
 from detector_client.models import Box, Detection, ImageResult
 from PIL import Image
 
-from tests.hostile.attacks import photo_like
-from tests.serving import ROOT, Server, SlowUpload
+from tests.support.attacks import photo_like
+from tests.support.serving import ROOT, Server, SlowUpload
 
 pytestmark = pytest.mark.slow
 

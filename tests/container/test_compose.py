@@ -18,8 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import image_bytes
-from tests.serving import SlowUpload
+from tests.support.images import image_bytes
+from tests.support.serving import SlowUpload
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = shlex.split(os.environ.get("DETECTOR_COMPOSE", "docker compose -f docker-compose.cpu.yml"))
@@ -43,7 +43,7 @@ pytestmark = [
     pytest.mark.container,
     pytest.mark.skipif(
         not engine_reachable(),
-        reason=f"no Docker engine or no {' '.join(COMPOSE[:2])} here (README: Container)",
+        reason=f"no Docker engine or no {' '.join(COMPOSE[:2])} here (docs/operations.md, Container)",
     ),
 ]
 

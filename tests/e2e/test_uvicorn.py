@@ -13,8 +13,10 @@ import pytest
 from app.decoding import decode_image_bytes
 from model.config import DetectParams
 from model.predictor import Predictor
-from tests.conftest import image_bytes
-from tests.serving import ROOT, Server, SlowUpload
+from tests.support.images import image_bytes
+from tests.support.serving import ROOT, Server, SlowUpload
+
+pytestmark = pytest.mark.slow  # real servers or training runs: not in make test-fast
 
 SHIPPED = ROOT / "weights"
 

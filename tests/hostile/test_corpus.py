@@ -9,9 +9,11 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.conftest import make_weights
-from tests.hostile.corpus import build
-from tests.serving import Server
+from tests.support.corpus import build
+from tests.support.serving import Server
+from tests.support.weights import make_weights
+
+pytestmark = pytest.mark.slow  # real servers or training runs: not in make test-fast
 
 
 @pytest.fixture(scope="module")

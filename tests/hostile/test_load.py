@@ -16,9 +16,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import image_bytes, make_weights
-from tests.hostile.corpus import Case, build
-from tests.serving import Server
+from tests.support.corpus import Case, build
+from tests.support.images import image_bytes
+from tests.support.serving import Server
+from tests.support.weights import make_weights
+
+pytestmark = pytest.mark.slow  # real servers or training runs: not in make test-fast
 
 CLIENTS = 16
 MAX_REQUESTS = 600

@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app.decoding import DecodedImage, DecodeError, decode_image_bytes
-from tests.app.conftest import make_client, wait_ready
-from tests.conftest import image_bytes
+from tests.support.app_client import make_client, wait_ready
+from tests.support.images import image_bytes
 
 SEEDS = {
     "jpeg": image_bytes(40, 30, "JPEG"),
@@ -59,7 +59,7 @@ def test_mutated_real_images_decode_or_get_a_designed_error(
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
-    from tests.conftest import make_weights
+    from tests.support.weights import make_weights
 
     weights = make_weights(tmp_path_factory.mktemp("prop-weights"), objectness_bias=6.0)
     with make_client(weights) as test_client:

@@ -3,12 +3,15 @@ response that breaks the schema, every status documented."""
 
 from __future__ import annotations
 
+import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 
 from app.main import create_app
 from app.settings import Settings
-from tests.serving import Server
+from tests.support.serving import Server
+
+pytestmark = pytest.mark.slow  # a real server: not in make test-fast
 
 # The schema comes from the app object itself; building an app loads no model.
 schema = schemathesis.openapi.from_dict(create_app(Settings(device="cpu")).openapi())

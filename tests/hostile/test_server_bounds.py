@@ -12,9 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import make_weights
-from tests.hostile import attacks
-from tests.serving import Server
+from tests.support import attacks
+from tests.support.serving import Server
+from tests.support.weights import make_weights
 
 pytestmark = pytest.mark.slow
 

@@ -7,8 +7,8 @@ import statistics
 
 import pytest
 
-from tests.hostile.siege import siege
-from tests.serving import ROOT, Server
+from tests.support.serving import ROOT, Server
+from tests.support.siege import siege
 
 pytestmark = pytest.mark.slow
 

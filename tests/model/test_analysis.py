@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from model.analysis import analyse, confusion_matrix, f1_threshold, write_analysis
-from model.metrics import class_average_precision
+from model.evaluation.analysis import analyse, confusion_matrix, f1_threshold, write_analysis
+from model.evaluation.ap import class_average_precision
 from tests.model.test_metrics import det, gt
 
 SMALL = [0, 0, 20, 20]  # 400 px²

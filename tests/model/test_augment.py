@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from model.augment import FILL, AugmentConfig, augment_batch, build_bank
+from model.training.augment import FILL, AugmentConfig, augment_batch, build_bank
 
 SIZE = 96
 RED = torch.tensor([250, 20, 20], dtype=torch.uint8)

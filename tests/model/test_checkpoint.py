@@ -9,7 +9,7 @@ from torch.testing import assert_close
 from model.checkpoint import WeightsError, load_weights, save_weights
 from model.config import DetectorConfig
 from model.network import build_network
-from tests.conftest import make_weights
+from tests.support.weights import make_weights
 
 
 def test_round_trip_gives_the_same_outputs(tmp_path: Path):

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from model.data import VOCDetection, list_samples, parse_annotation
-from model.synthetic import make_synthetic_voc
+from tests.support.synthetic import make_synthetic_voc
 
 
 def test_reader_reads_every_split_image(voc_root: Path):

@@ -12,6 +12,8 @@ import torch
 
 from model import evaluate, pack, stats, train
 
+pytestmark = pytest.mark.slow  # real servers or training runs: not in make test-fast
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -86,29 +88,46 @@ def test_a_time_budget_ends_the_run_on_time_with_its_schedule_complete(
     assert final_lr < 0.1 * 1e-3  # the cosine reached its end
 
 
-def test_resume_continues_from_the_saved_step(voc_root: Path, tmp_path: Path):
+def test_resume_continues_the_same_run_from_where_it_stopped(voc_root: Path, tmp_path: Path, monkeypatch):
+    """A run stopped after its first epoch (as SIGTERM stops it) resumes with its own saved config:
+    the new command line's flags do not change the run."""
+    from model.training.trainer import Trainer
+
     out = tmp_path / "run"
-    train.main(train_args(voc_root, out, "--epochs", "1", "--limit-train", "8", "--val-split", ""))
-    first = torch.load(out / "last.pt", weights_only=True)
-    assert first["progress"]["epoch"] == 1
+    log_epoch = Trainer.log_epoch
+
+    def stop_after_one(self, means, rate):
+        log_epoch(self, means, rate)
+        self.stop.set = True
+
+    monkeypatch.setattr(Trainer, "log_epoch", stop_after_one)
     train.main(
         train_args(
-            voc_root,
-            out,
-            "--epochs",
-            "2",
-            "--limit-train",
-            "8",
-            "--val-split",
-            "",
-            "--resume",
-            str(out / "last.pt"),
+            voc_root, out, "--epochs", "3", "--limit-train", "8", "--val-split", "", "--mosaic", "0.25"
         )
     )
+    first = torch.load(out / "last.pt", weights_only=True)
+    assert first["progress"]["epoch"] == 1 and first["config_train"]["epochs"] == 3
+    monkeypatch.setattr(Trainer, "log_epoch", log_epoch)
+    resumed = [
+        "--epochs",
+        "9",
+        "--lr",
+        "0.5",
+        "--limit-train",
+        "8",
+        "--val-split",
+        "",
+        "--resume",
+        str(out / "last.pt"),
+    ]
+    train.main(train_args(voc_root, out, *resumed))
     second = torch.load(out / "last.pt", weights_only=True)
-    assert second["progress"]["epoch"] == 2
-    assert second["progress"]["images_seen"] == 2 * first["progress"]["images_seen"]
-    assert second["ema"]["updates"] == 2 * first["ema"]["updates"]
+    assert second["progress"]["epoch"] == 3  # the saved schedule's length, not --epochs 9
+    assert second["progress"]["images_seen"] == 3 * first["progress"]["images_seen"]
+    assert second["ema"]["updates"] == 3 * first["ema"]["updates"]
+    assert second["card"]["lr"] == 1e-3 and second["card"]["augment"]["mosaic"] == 0.25
+    assert second["config_train"] == {**first["config_train"], "command": second["config_train"]["command"]}
     assert "resumed with" in second["card"]["command"]
 
 
@@ -144,9 +163,9 @@ def test_train_takes_a_pack_and_exports_in_parts_that_join(voc_root: Path, tmp_p
     assert state["card"]["train_images"] == 24
     from model.checkpoint import join_weights, load_weights
     from model.config import DetectorConfig
-    from model.ema import ModelEMA
-    from model.export import export_weights
     from model.network import build_network
+    from model.training.ema import ModelEMA
+    from model.training.export import export_weights
 
     network = build_network(DetectorConfig.from_dict(state["config"]))
     ema = ModelEMA(network)
@@ -200,7 +219,8 @@ def test_predict_draws_boxes_on_files(tmp_path: Path, capsys):
     from PIL import Image
 
     from model import predict
-    from tests.conftest import image_bytes, make_weights
+    from tests.support.images import image_bytes
+    from tests.support.weights import make_weights
 
     weights = make_weights(tmp_path / "w", objectness_bias=6.0)
     photo = tmp_path / "photo.png"

@@ -1,4 +1,4 @@
-"""The README's "Training on a GPU" sequence, run end to end here on the CPU with a tiny pack.
+"""The GPU-window sequence (docs/gpu-window.md), run end to end here on the CPU with a tiny pack.
 
 Pack the train split into parts, check them, run the window script (training throughput, 60 s
 of training from the pack, export in parts), join, evaluate with the analysis and the card, and
@@ -15,8 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import image_bytes
-from tests.serving import Server
+from tests.support.images import image_bytes
+from tests.support.serving import Server
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -68,7 +68,7 @@ def test_the_gpu_window_sequence_runs_on_the_cpu(voc_root: Path, tmp_path: Path)
         "SERVE": "0",
         "TRAIN_ARGS": "--ema-decay 0.99",
     }
-    printed = run("bash", "tests/benchmarks/gpu_window.sh", env=window, timeout=600)
+    printed = run("bash", "deploy/gpu_window.sh", env=window, timeout=600)
     assert "whole training step" in printed and "exported ->" in printed
     train_log = (out / "train.log").read_text()
     assert "budget 60 s" in train_log

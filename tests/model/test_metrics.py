@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from model.metrics import (
+from model.evaluation.ap import (
     ImageGroundTruth,
     average_precision,
     class_average_precision,

@@ -80,6 +80,7 @@ def test_loss_has_named_finite_terms_with_and_without_objects(tiny_network):
     assert all(torch.isfinite(v) and v > 0 for v in full.values())
 
 
+@pytest.mark.slow
 def test_one_batch_overfits():
     torch.manual_seed(0)
     network = build_network(DetectorConfig(input_size=64)).train()

@@ -11,15 +11,17 @@ from torchvision.ops import box_iou
 
 pytest.importorskip("openvino")
 
-import model.openvino_backend as openvino_backend
 from app.decoding import decode_image_bytes
+from model import hardware
 from model.checkpoint import WeightsError, load_weights
 from model.config import DetectParams
 from model.predictor import Predictor
 from model.quantize import main as quantize_main
-from tests.conftest import make_weights
-from tests.hostile.attacks import photo_like
-from tests.serving import ROOT
+from tests.support.attacks import photo_like
+from tests.support.serving import ROOT
+from tests.support.weights import make_weights
+
+pytestmark = pytest.mark.slow  # real servers or training runs: not in make test-fast
 
 LOW = DetectParams(score_threshold=0.01, iou_threshold=0.45, max_detections=100)
 
@@ -40,8 +42,8 @@ def photos() -> list[torch.Tensor]:
 @pytest.mark.parametrize(
     ("backend", "needs", "tolerance"),
     [
-        ("openvino-bf16", openvino_backend.cpu_supports_bf16, 0.02),
-        ("openvino-int8", openvino_backend.cpu_supports_int8, 0.05),
+        ("openvino-bf16", hardware.cpu_has_bf16, 0.02),
+        ("openvino-int8", hardware.cpu_has_int8_dot, 0.05),
     ],
 )
 def test_reduced_precision_answers_close_to_fp32_on_photos(backend, needs, tolerance):
@@ -71,8 +73,8 @@ def test_reduced_precision_answers_close_to_fp32_on_photos(backend, needs, toler
 
 def test_auto_picks_what_the_cpu_and_the_weights_allow(monkeypatch):
     def served(int8: bool, bf16: bool) -> str:
-        monkeypatch.setattr(openvino_backend, "cpu_supports_int8", lambda: int8)
-        monkeypatch.setattr(openvino_backend, "cpu_supports_bf16", lambda: bf16)
+        monkeypatch.setattr(hardware, "cpu_has_int8_dot", lambda: int8)
+        monkeypatch.setattr(hardware, "cpu_has_bf16", lambda: bf16)
         return Predictor.from_weights(ROOT / "weights", "cpu", backend="auto")[0].backend
 
     assert served(int8=True, bf16=True) == "openvino-int8"
@@ -82,8 +84,8 @@ def test_auto_picks_what_the_cpu_and_the_weights_allow(monkeypatch):
 
 
 def test_auto_without_an_int8_network_never_picks_int8(tiny_network, monkeypatch):
-    monkeypatch.setattr(openvino_backend, "cpu_supports_int8", lambda: True)
-    monkeypatch.setattr(openvino_backend, "cpu_supports_bf16", lambda: False)
+    monkeypatch.setattr(hardware, "cpu_has_int8_dot", lambda: True)
+    monkeypatch.setattr(hardware, "cpu_has_bf16", lambda: False)
     assert Predictor(tiny_network, backend="auto").backend == "onnxruntime"
     with pytest.raises(ValueError, match=r"python -m model\.quantize"):
         Predictor(tiny_network, backend="openvino-int8")

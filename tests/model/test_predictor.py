@@ -94,6 +94,7 @@ def test_one_crafted_cell_decodes_to_exact_original_pixels(predictor, monkeypatc
     assert_close(found.scores[0], score)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["jit", "onnxruntime", "openvino"])
 def test_cpu_backends_give_the_eager_outputs(tiny_network, backend):
     eager = Predictor(tiny_network, "cpu", backend="eager")

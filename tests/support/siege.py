@@ -1,7 +1,7 @@
 """A siege: hostile clients send every kind of round-2 attack while one normal client measures.
 
 Used by ``test_siege.py`` (bounded, on the shipped weights) and runnable as a script for the
-figures in the README: ``python -m tests.hostile.siege --seconds 45``.
+figures in docs/operations.md: ``python -m tests.support.siege --seconds 45``.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.hostile import attacks
-from tests.serving import ROOT, Server
+from tests.support import attacks
+from tests.support.serving import ROOT, Server
 
 Attack = Callable[[str, int], int]  # (base url, port) -> HTTP status
 

@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from model.checkpoint import load_weights, save_weights, split_weights, write_card
-from model.data import VOCDetection
-from model.evaluate import card_val_block, evaluate_predictor, format_table
+from model.data import DetectionDataset
+from model.evaluation.report import card_val_block, evaluate_predictor, format_table
 from model.network import GridDetector
 from model.predictor import Predictor
 
@@ -16,7 +16,7 @@ def export_weights(
     network: GridDetector,
     folder: Path,
     card: dict[str, Any],
-    val_set: VOCDetection | None = None,
+    val_set: DetectionDataset | None = None,
     part_mib: float | None = None,
     limit_val: int | None = None,
     workers: int = 2,

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One call of a GPU window (README, "Training on a GPU"): check the pack, measure training
+# One call of a GPU window (docs/gpu-window.md): check the pack, measure training
 # throughput, train on a wall-clock budget, export the EMA weights in parts under $OUT, then the
 # GPU serving checks (CUDA tests, the service benchmark with and without device decode).
 # Every step prints; a failing step does not stop the ones after it, but the training comes first.
@@ -63,7 +63,7 @@ if [ -z "$JPEGS" ]; then
   $PY - "$PACK" "$JPEGS" <<'PYEOF'
 import sys
 from pathlib import Path
-from model.pack import read_pack
+from model.data.pack import read_pack
 out = Path(sys.argv[2]); out.mkdir(parents=True, exist_ok=True)
 for item in read_pack(sys.argv[1])[:200]:
     (out / f"{item.image_id}.jpg").write_bytes(item.jpeg.numpy().tobytes())

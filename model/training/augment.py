@@ -27,6 +27,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from model.boxes import pad_boxes
 from model.config import IMAGENET_MEAN, IMAGENET_STD
+from model.letterbox import shrink
 
 FILL = tuple(round(255 * m) for m in IMAGENET_MEAN)
 
@@ -77,17 +78,6 @@ class ImageBank:
 
     def to(self, device: torch.device | str) -> ImageBank:
         return ImageBank(*(t.to(device) for t in (self.images, self.sizes, self.boxes, self.labels)))
-
-
-def shrink(image: Tensor, boxes: Tensor, long_side: int) -> tuple[Tensor, Tensor]:
-    """Resize ``image`` down (antialiased) so its long side is at most ``long_side``; boxes follow."""
-    height, width = image.shape[-2:]
-    scale = min(1.0, long_side / max(height, width))
-    if scale == 1.0:
-        return image, boxes
-    new_h, new_w = max(1, round(height * scale)), max(1, round(width * scale))
-    image = TF.resize(image, [new_h, new_w], antialias=True)
-    return image, boxes * torch.tensor([new_w / width, new_h / height] * 2, device=boxes.device)
 
 
 def build_bank(

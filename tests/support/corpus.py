@@ -11,9 +11,8 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 
-from tests.app.test_errors import jpeg_claiming, png_claiming
-from tests.conftest import image_bytes
-from tests.hostile import attacks
+from tests.support import attacks
+from tests.support.images import image_bytes, jpeg_claiming, png_claiming
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from model.backends.onnx_runtime import export_onnx
 from model.checkpoint import CARD_FILE, LoadedWeights, WeightsError, file_sha256
-from model.onnx_runtime import export_onnx
 
 log = logging.getLogger(__name__)
 
@@ -32,22 +32,6 @@ Precision = Literal["f32", "bf16"]
 INT8_KEY = "int8"  # the model.json entry describing the derived int8 network
 INT8_XML = "model.int8.xml"
 INT8_BIN = "model.int8.bin"
-
-
-def cpu_flags() -> set[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return set()
-
-
-def cpu_supports_int8() -> bool:
-    """Whether this CPU has int8 dot-product instructions (AVX-512 VNNI, AVX-VNNI or AMX)."""
-    return bool(cpu_flags() & {"avx512_vnni", "avx_vnni", "amx_int8"})
 
 
 def verified_int8(loaded: LoadedWeights) -> Path | None:
@@ -71,15 +55,6 @@ def verified_int8(loaded: LoadedWeights) -> Path | None:
         if file_sha256(path) != block.get(key):
             raise WeightsError(f"{path}: sha256 does not match the one recorded in {CARD_FILE}")
     return folder / INT8_XML
-
-
-def cpu_supports_bf16() -> bool:
-    """Whether this CPU runs bf16 natively (what OpenVINO reports as an optimisation capability)."""
-    try:
-        import openvino as ov
-    except ImportError:
-        return False
-    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
 class OpenVinoNetwork:

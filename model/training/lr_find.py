@@ -11,6 +11,8 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from model.training.optim import make_optimizer
+
 
 def find_lr(
     network: nn.Module,
@@ -33,8 +35,6 @@ def find_lr(
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from model.train import make_optimizer
 
     optimizer = make_optimizer(network, lr_min, weight_decay, device)
     lrs: list[float] = []

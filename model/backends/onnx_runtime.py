@@ -1,9 +1,8 @@
 """The ``onnxruntime`` CPU backend: the network exported to ONNX in memory and run by ONNX Runtime.
 
-ONNX Runtime's CPU kernels run this fp32 network 1.8-2.3x as fast as eager PyTorch on the 2-core
-machine the project is built on (tests/benchmarks/bench_forward.py), with outputs equal to
-eager within 1e-4 (tested). The export happens at load time from the same safetensors weights,
-so there is still one weights format and nothing extra to ship.
+Outputs equal eager's within 1e-4 (tested); the speed-up is measured by
+tests/benchmarks/bench_forward.py (docs/benchmarks.md). The export happens at load time from the
+same safetensors weights, so there is still one weights format and nothing extra to ship.
 """
 
 from __future__ import annotations
@@ -35,7 +34,7 @@ def export_onnx(network: nn.Module, input_size: int) -> bytes:
             output_names=["grid"],
             dynamic_shapes=({0: batch},),
             dynamo=True,
-            optimize=True,  # constant folding and fusions: without them ONNX Runtime runs it 1.4x slower
+            optimize=True,  # constant folding and fusions, which ONNX Runtime runs markedly faster
             verbose=False,
         )
     assert program is not None

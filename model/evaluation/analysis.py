@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 from torchvision.ops import box_iou
 
-from model.metrics import ImageGroundTruth, class_average_precision, class_precision_recall
+from model.evaluation.ap import ImageGroundTruth, class_average_precision, class_precision_recall
 from model.postprocess import Detections
 
 # COCO's size buckets, in original-image pixels² of the box.

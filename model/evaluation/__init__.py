@@ -1,0 +1,1 @@
+"""Scoring predictions: VOC AP (:mod:`.ap`), error analysis (:mod:`.analysis`), reports (:mod:`.report`)."""

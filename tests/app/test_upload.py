@@ -1,0 +1,86 @@
+"""Reading an upload: the body bounded in bytes and time, then split into image parts and fields."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+from starlette.requests import Request
+
+from app.upload import ImagePart, UploadError, image_parts, read_body
+
+
+def request_of(body: bytes, content_type: str | None, chunks: int = 1, delay: float = 0.0) -> Request:
+    headers = [(b"content-type", content_type.encode())] if content_type else []
+    pieces = [body[k::chunks] for k in range(chunks)] if chunks > 1 else [body]
+    sent = iter(pieces)
+
+    async def receive():
+        await asyncio.sleep(delay)
+        piece = next(sent, None)
+        return {"type": "http.request", "body": piece or b"", "more_body": piece is not None}
+
+    scope = {"type": "http", "method": "POST", "path": "/detect", "headers": headers, "query_string": b""}
+    return Request(scope, receive)
+
+
+def multipart(files, data=None) -> tuple[bytes, str]:
+    built = httpx.Request("POST", "http://x/detect", files=files, data=data)
+    return built.read(), built.headers["content-type"]
+
+
+def test_image_parts_keep_order_names_and_fields():
+    body, content_type = multipart(
+        [("image", ("a.jpg", b"AAA", "image/jpeg")), ("image", ("b.png", b"BB", "image/png"))],
+        data={"min_confidence": "0.4"},
+    )
+    parts, fields = image_parts(request_of(body, content_type), body, max_images=4)
+    assert parts == [ImagePart(0, "a.jpg", b"AAA"), ImagePart(1, "b.png", b"BB")]
+    assert fields == {"min_confidence": ["0.4"]}
+
+
+def test_a_raw_body_is_one_image():
+    parts, fields = image_parts(request_of(b"\xff\xd8xyz", "image/jpeg"), b"\xff\xd8xyz", max_images=4)
+    assert parts == [ImagePart(0, None, b"\xff\xd8xyz")] and fields == {}
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "status", "fragment"),
+    [
+        (b"", "image/jpeg", 400, "empty"),
+        (b"abc", None, 415, "no Content-Type"),
+        (b"abc", "text/plain", 415, "'text/plain'"),
+        (b"whatever", "multipart/form-data; boundary=zz", 400, "malformed multipart"),
+    ],
+)
+def test_bad_uploads_get_their_status(body: bytes, content_type: str | None, status: int, fragment: str):
+    with pytest.raises(UploadError) as caught:
+        image_parts(request_of(body, content_type), body, max_images=4)
+    assert caught.value.status == status and fragment in caught.value.detail
+
+
+def test_text_field_named_image_and_too_many_images_are_refused():
+    body, content_type = multipart([("other", ("x.bin", b"x", "a/b"))], data={"image": "not a file"})
+    with pytest.raises(UploadError, match="text field"):
+        image_parts(request_of(body, content_type), body, max_images=4)
+    body, content_type = multipart([("image", (f"{k}.jpg", b"x", "image/jpeg")) for k in range(5)])
+    with pytest.raises(UploadError) as caught:
+        image_parts(request_of(body, content_type), body, max_images=4)
+    assert caught.value.status == 413
+
+
+def test_read_body_stops_at_the_limit_while_streaming():
+    body = b"x" * 10_000
+    assert asyncio.run(read_body(request_of(body, "image/jpeg", chunks=4), limit=10_000)) == bytes(
+        b"".join(body[k::4] for k in range(4))
+    )
+    with pytest.raises(UploadError) as caught:
+        asyncio.run(read_body(request_of(body, "image/jpeg", chunks=4), limit=9_999))
+    assert caught.value.status == 413
+
+
+def test_read_body_gives_up_on_a_body_that_does_not_arrive():
+    with pytest.raises(UploadError) as caught:
+        asyncio.run(read_body(request_of(b"x" * 100, "image/jpeg", chunks=10, delay=0.05), 1000, timeout=0.2))
+    assert caught.value.status == 408 and "DETECTOR_BODY_TIMEOUT_SECONDS" in caught.value.detail

@@ -1,0 +1,1 @@
+"""Helpers the tests share: generated data, tiny weights, real-server fixtures, attack generators."""
