@@ -1,9 +1,9 @@
 """App factory and lifespan: ``uvicorn app.main:app`` serves :data:`app`.
 
 Nothing heavy happens at import. The lifespan starts loading the model in the background
-(:mod:`app.loading`), so ``/healthz`` answers at once and ``/readyz`` says ``loading``, and
-installs the SIGTERM drain (:mod:`app.draining`). Errors are answered from one place
-(:mod:`app.handlers`); every request gets an ID and an access-log line (:mod:`app.access_log`).
+(:mod:`app.serving.loading`), so ``/healthz`` answers at once and ``/readyz`` says ``loading``, and
+installs the SIGTERM drain (:mod:`app.serving.draining`). Errors are answered from one place
+(:mod:`app.api.handlers`); every request gets an ID and an access-log line (:mod:`app.api.access_log`).
 """
 
 from __future__ import annotations
@@ -15,17 +15,17 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from app.access_log import AccessLogMiddleware
-from app.deepstack import router as deepstack_router
-from app.draining import install_drain_handler
-from app.handlers import install_error_handlers
-from app.loading import load_service
+from app.api.access_log import AccessLogMiddleware
+from app.api.deepstack import router as deepstack_router
+from app.api.handlers import install_error_handlers
+from app.api.routes import router
 from app.logs import configure_logging
 from app.metrics import Metrics
-from app.routes import router
-from app.service import DetectorService, InFlight
+from app.serving.draining import install_drain_handler
+from app.serving.loading import load_service
+from app.serving.service import DetectorService, InFlight
+from app.serving.state import Lifecycle
 from app.settings import Settings
-from app.state import Lifecycle
 
 
 @contextlib.asynccontextmanager

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from app.decoding import decode_image_bytes
+from app.imaging.decoding import decode_image_bytes
 from model.config import DetectParams
 from model.predictor import Predictor
 from tests.support.images import image_bytes

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.decoding import DecodedImage, DecodeError, decode_image_bytes
+from app.imaging.decoding import DecodedImage, DecodeError, decode_image_bytes
 from tests.support.app_client import make_client, wait_ready
 from tests.support.images import image_bytes
 

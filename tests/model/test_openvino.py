@@ -11,7 +11,7 @@ from torchvision.ops import box_iou
 
 pytest.importorskip("openvino")
 
-from app.decoding import decode_image_bytes
+from app.imaging.decoding import decode_image_bytes
 from model import hardware
 from model.checkpoint import WeightsError, load_weights
 from model.config import DetectParams

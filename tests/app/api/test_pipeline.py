@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
+from app.api.pipeline import DecodedRequest, Predicted, results
+from app.imaging.upload import ImagePart
 from app.metrics import Metrics
-from app.pipeline import DecodedRequest, Predicted, results
-from app.upload import ImagePart
 from model.postprocess import Detections
 
 

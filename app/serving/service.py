@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 import torch
 from torchvision.io import encode_jpeg
 
-from app.batching import DynamicBatcher
-from app.decode_pool import DecodePool
-from app.decoding import EncodedJpeg, check_or_decode
-from app.device_decode import decode_batch
+from app.imaging.decode_pool import DecodePool
+from app.imaging.decoding import EncodedJpeg, check_or_decode
+from app.imaging.device_decode import decode_batch
+from app.serving.batching import DynamicBatcher
 from model.checkpoint import LoadedWeights
 from model.config import DetectParams
 from model.predictor import Predictor

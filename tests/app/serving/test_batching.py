@@ -7,8 +7,8 @@ import asyncio
 import pytest
 import torch
 
-from app.batching import BatchFailed, DynamicBatcher, Overloaded
 from app.metrics import Metrics
+from app.serving.batching import BatchFailed, DynamicBatcher, Overloaded
 from model.config import DetectParams
 from model.predictor import Predictor
 from tests.support.weights import make_weights

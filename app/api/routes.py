@@ -1,5 +1,5 @@
 """HTTP routes: /detect, /healthz, /readyz, /model, /metrics and the page (the DeepStack-compatible
-route is in :mod:`app.deepstack`)."""
+route is in :mod:`app.api.deepstack`)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from app.deps import (
+from app.api.deps import (
     InFlightDep,
     LoadedServiceDep,
     MetricsDep,
@@ -20,10 +20,8 @@ from app.deps import (
     SettingsDep,
     require_api_key,
 )
-from app.errors import ClientError
-from app.metrics import Metrics
-from app.pipeline import admitted, decode_request, predict, render, results
-from app.schemas import (
+from app.api.pipeline import admitted, decode_request, predict, render, results
+from app.api.schemas import (
     DetectResponse,
     ErrorResponse,
     Health,
@@ -35,11 +33,13 @@ from app.schemas import (
     Timing,
     error_responses,
 )
-from app.service import DetectorService, InFlight
+from app.errors import ClientError
+from app.metrics import Metrics
+from app.serving.service import DetectorService, InFlight
 from app.settings import Settings
 from model.config import DetectParams
 
-PAGE = Path(__file__).resolve().parent / "static" / "index.html"
+PAGE = Path(__file__).resolve().parents[1] / "static" / "index.html"
 
 router = APIRouter()
 

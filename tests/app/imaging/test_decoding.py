@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from app.decoding import DecodeError, decode_image_bytes, sniff_format
+from app.imaging.decoding import DecodeError, decode_image_bytes, sniff_format
 from tests.support.images import image_bytes
 
 LIMIT = 40_000_000

@@ -4,7 +4,7 @@
    full, else count the request in flight (draining waits for it);
 2. :func:`decode_request`: read the body (bounded in bytes and time), split it into image parts
    and form fields (:func:`read_request`), and decode each image fitted to the network
-   (:func:`decode_parts`, :mod:`app.decode_pool`);
+   (:func:`decode_parts`, :mod:`app.imaging.decode_pool`);
 3. :func:`predict`: the images through the dynamic batcher;
 4. encode the response: :func:`results` (JSON results per image) or :func:`render` (the one image
    with its boxes drawn, off the event loop).
@@ -24,14 +24,14 @@ from starlette.requests import Request
 from torch import Tensor
 from torchvision.io import encode_jpeg, encode_png
 
-from app.batching import BatchFailed, Overloaded
-from app.decoding import EncodedJpeg, Prepared
+from app.api.schemas import Box, Detection, ImageResult
 from app.errors import ClientError, Unavailable
+from app.imaging.decoding import EncodedJpeg, Prepared
+from app.imaging.upload import ImagePart, image_parts, read_body
 from app.metrics import Metrics
-from app.schemas import Box, Detection, ImageResult
-from app.service import DetectorService, InFlight
+from app.serving.batching import BatchFailed, Overloaded
+from app.serving.service import DetectorService, InFlight
 from app.settings import Settings
-from app.upload import ImagePart, image_parts, read_body
 from model.config import DetectParams
 from model.draw import draw_detections
 from model.postprocess import Detections

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 from torchvision.io import ImageReadMode, decode_jpeg
 
-from app.decoding import DecodeError, EncodedJpeg, orient, reason
+from app.imaging.decoding import DecodeError, EncodedJpeg, orient, reason
 from model.letterbox import Fitted
 
 

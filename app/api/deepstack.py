@@ -5,7 +5,7 @@ integrations call it: a multipart ``image`` file, optional form fields ``min_con
 ``api_key``; the answer ``{"success": true, "predictions": [{"label", "confidence", "x_min",
 "y_min", "x_max", "y_max"}, ...]}`` with integer pixel boxes, highest confidence first, and the
 names those tools use for the classes VOC names differently. Errors come in that API's shape
-(:mod:`app.handlers`). The same limits, batching, metrics and key as ``/detect``; the key may
+(:mod:`app.api.handlers`). The same limits, batching, metrics and key as ``/detect``; the key may
 also come as the ``api_key`` form field, as those clients send it.
 """
 
@@ -19,10 +19,10 @@ from typing import Annotated
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
-from app.deps import InFlightDep, MetricsDep, ServiceDep, SettingsDep, supplied_keys
+from app.api.deps import InFlightDep, MetricsDep, ServiceDep, SettingsDep, supplied_keys
+from app.api.pipeline import admitted, decode_parts, predict, read_request, results
+from app.api.schemas import error_responses
 from app.errors import ClientError
-from app.pipeline import admitted, decode_parts, predict, read_request, results
-from app.schemas import error_responses
 from model.config import VOC_CLASSES
 
 router = APIRouter(prefix="/v1/vision", tags=["DeepStack-compatible"])

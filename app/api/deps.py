@@ -12,9 +12,9 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request
 
 from app.metrics import Metrics
-from app.service import DetectorService, InFlight
+from app.serving.service import DetectorService, InFlight
+from app.serving.state import Lifecycle, Phase
 from app.settings import Settings
-from app.state import Lifecycle, Phase
 
 
 async def get_settings(request: Request) -> Settings:

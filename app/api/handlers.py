@@ -17,8 +17,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from app.decoding import DecodeError
 from app.errors import ClientError
+from app.imaging.decoding import DecodeError
 from app.metrics import Metrics
 
 log = logging.getLogger("app")

@@ -20,15 +20,15 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from app.decoding import DecodeError, EncodedJpeg
-from app.device_decode import decode_batch
+from app.imaging.decoding import DecodeError, EncodedJpeg
+from app.imaging.device_decode import decode_batch
 from app.metrics import Metrics
 from model.config import DetectParams
 from model.letterbox import Fitted
 from model.postprocess import Detections
 from model.predictor import Predictor
 
-log = logging.getLogger("app.batching")
+log = logging.getLogger("app.serving.batching")
 
 
 class Overloaded(Exception):

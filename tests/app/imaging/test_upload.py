@@ -8,7 +8,7 @@ import httpx
 import pytest
 from starlette.requests import Request
 
-from app.upload import ImagePart, UploadError, image_parts, read_body
+from app.imaging.upload import ImagePart, UploadError, image_parts, read_body
 
 
 def request_of(body: bytes, content_type: str | None, chunks: int = 1, delay: float = 0.0) -> Request:

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from app.decode_pool import PixelBudget
-from app.decoding import DecodeError, decode_image_bytes
+from app.imaging.decode_pool import PixelBudget
+from app.imaging.decoding import DecodeError, decode_image_bytes
 from tests.support import attacks
 
 LIMIT = 40_000_000

@@ -12,11 +12,11 @@ import logging
 import torch
 from fastapi import FastAPI
 
-from app.batching import DynamicBatcher
-from app.decode_pool import DecodeLimits, DecodePool
-from app.service import DetectorService
+from app.imaging.decode_pool import DecodeLimits, DecodePool
+from app.serving.batching import DynamicBatcher
+from app.serving.service import DetectorService
+from app.serving.state import Lifecycle
 from app.settings import Settings
-from app.state import Lifecycle
 from model.backends import CPU_RUNTIMES
 from model.checkpoint import WeightsError
 from model.config import DetectParams

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.deepstack import DEEPSTACK_LABELS
+from app.api.deepstack import DEEPSTACK_LABELS
 from model.config import VOC_CLASSES
 from tests.support.app_client import make_client, wait_ready
 from tests.support.images import image_bytes

@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from app.decoding import (
+from app.imaging.decoding import (
     DecodedImage,
     DecodeError,
     EncodedJpeg,
@@ -29,7 +29,7 @@ from app.decoding import (
     open_checked,
     prepare,
 )
-from app.upload import ImagePart
+from app.imaging.upload import ImagePart
 from model.letterbox import fit
 
 

@@ -7,7 +7,7 @@ import os
 import httpx
 import pytest
 
-from app.multipart import MultipartError, TooManyParts, split_multipart
+from app.imaging.multipart import MultipartError, TooManyParts, split_multipart
 
 
 def _multipart(files: list[tuple[str, tuple[str, bytes, str]]]) -> tuple[bytes, str]:

@@ -8,9 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
-from app.decoding import DecodedImage, DecodeError, EncodedJpeg, check_or_decode, decode_image_bytes
-from app.device_decode import decode_batch
-from tests.app.test_decoding import LIMIT, asymmetric_image, encode
+from app.imaging.decoding import DecodedImage, DecodeError, EncodedJpeg, check_or_decode, decode_image_bytes
+from app.imaging.device_decode import decode_batch
+from tests.app.imaging.test_decoding import LIMIT, asymmetric_image, encode
 from tests.support.app_client import make_client, wait_ready
 from tests.support.images import image_bytes
 

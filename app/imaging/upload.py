@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 from starlette.requests import Request
 
-from app.decoding import SUPPORTED, SUPPORTED_MEDIA_TYPES
 from app.errors import ClientError
-from app.multipart import MultipartError, TooManyParts, split_multipart
+from app.imaging.decoding import SUPPORTED, SUPPORTED_MEDIA_TYPES
+from app.imaging.multipart import MultipartError, TooManyParts, split_multipart
 
 # Parts not named "image" that a multipart body may also carry (and that are ignored).
 MAX_OTHER_PARTS = 64

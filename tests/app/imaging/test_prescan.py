@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from app.decoding import DecodeError, decode_image_bytes
-from app.prescan import MAX_JPEG_SCANS, MAX_PNG_CHUNKS, jpeg_scan_count, png_chunk_count
+from app.imaging.decoding import DecodeError, decode_image_bytes
+from app.imaging.prescan import MAX_JPEG_SCANS, MAX_PNG_CHUNKS, jpeg_scan_count, png_chunk_count
 from tests.support import attacks
 from tests.support.images import image_bytes
 

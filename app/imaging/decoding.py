@@ -3,7 +3,7 @@
 Formats are told by their bytes, not by file names or declared content types. JPEG, PNG, WebP
 and BMP decode; of a multi-frame file the first frame is used. The pixel limit is checked from
 the header before any pixel data is decoded, so a decompression bomb costs nothing; the file's
-framing is checked before any decoder runs (:mod:`app.prescan`), and Pillow reads through a
+framing is checked before any decoder runs (:mod:`app.imaging.prescan`), and Pillow reads through a
 deadline, so no file holds a thread for long. EXIF orientation is applied, so boxes refer to the
 image as a viewer shows it; EXIF that cannot be parsed is ignored (the image as stored), the same
 for every format. For the network only the image fitted to its input is kept (:func:`prepare`):
@@ -24,7 +24,7 @@ from torch import Tensor
 from torchvision.io import ImageReadMode, decode_jpeg
 
 from app.errors import ClientError
-from app.prescan import MAX_RLE_BMP_PIXELS, StructureError, check_structure
+from app.imaging.prescan import MAX_RLE_BMP_PIXELS, StructureError, check_structure
 from model.letterbox import Fitted, fit
 
 SUPPORTED = "JPEG, PNG, WebP or BMP"
@@ -74,7 +74,7 @@ class Prepared:
 @dataclass(frozen=True)
 class EncodedJpeg:
     """A JPEG whose header passed every check, its decoding left to the batcher on the inference
-    device (``DETECTOR_DEVICE_DECODE``; see :mod:`app.device_decode`)."""
+    device (``DETECTOR_DEVICE_DECODE``; see :mod:`app.imaging.device_decode`)."""
 
     data: Tensor  # uint8, 1-D: the file's bytes, on CPU as decode_jpeg takes them
     orientation: int  # EXIF orientation, 1 (as stored) to 8
@@ -298,7 +298,7 @@ def check_or_decode(
     data: bytes, max_pixels: int, label: str = "image", timeout: float = 30.0
 ) -> DecodedImage | EncodedJpeg:
     """Like :func:`decode_image_bytes`, but an RGB or greyscale JPEG is only checked (header, size,
-    pixel limit, EXIF orientation) and left for :func:`app.device_decode.decode_batch`."""
+    pixel limit, EXIF orientation) and left for :func:`app.imaging.device_decode.decode_batch`."""
     image, kind = open_checked(data, max_pixels, label, timeout)
     if kind != "jpeg" or image.mode not in ("RGB", "L"):
         return _decode_opened(image, kind, data, label)

@@ -1,0 +1,1 @@
+"""Serving: the batcher, the service object, loading, readiness and draining."""
