@@ -1,4 +1,7 @@
-"""Dataset statistics: ``python -m model.stats --data VOCDEVKIT --split train [--out DIR]``.
+"""Dataset statistics: ``python -m model.stats --data DATASET --split train [--out DIR]``.
+
+``--data`` is any format :mod:`model.data` reads (``--split all`` for every image of a dataset
+without splits of its own).
 
 Prints class counts, objects per image, box sizes, aspect ratios and sizes relative to the
 image as a table, and writes the same as histograms to ``stats_{split}.png``.
@@ -12,8 +15,7 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from model.config import VOC_CLASSES
-from model.data import list_samples, parse_annotation
+from model.data import DEFAULT_SPLIT_SEED, DEFAULT_VAL_FRACTION, open_dataset
 
 
 def _summary(values: Sequence[float]) -> str:
@@ -28,12 +30,18 @@ def _summary(values: Sequence[float]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m model.stats", description=__doc__)
-    parser.add_argument("--data", action="append", required=True)
+    parser.add_argument("--data", action="append", required=True, help="dataset; repeat for several")
     parser.add_argument("--split", default="train")
+    parser.add_argument("--classes", default=None, help="class names in id order (default: the data's)")
+    parser.add_argument("--split-fraction", type=float, default=DEFAULT_VAL_FRACTION)
+    parser.add_argument("--split-seed", type=int, default=DEFAULT_SPLIT_SEED)
     parser.add_argument("--out", default=".", help="folder for the PNG")
     args = parser.parse_args(argv)
 
-    samples = list_samples(args.data, args.split)
+    classes = args.classes.split(",") if args.classes else None
+    dataset = open_dataset(args.data, args.split, classes, args.split_fraction, args.split_seed)
+    names = dataset.classes
+    print(f"data: {dataset.description}")
     class_counts: Counter[str] = Counter()
     difficult = 0
     per_image: list[float] = []
@@ -41,12 +49,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     heights: list[float] = []
     aspect: list[float] = []
     relative: list[float] = []
-    for sample in samples:
-        ann = parse_annotation(sample.annotation_path)
+    for index in range(len(dataset)):
+        ann = dataset.annotation(index)
         per_image.append(len(ann.labels))
         difficult += int(ann.difficult.sum())
         for box, label in zip(ann.boxes_xyxy.tolist(), ann.labels.tolist(), strict=True):
-            class_counts[VOC_CLASSES[label]] += 1
+            class_counts[names[label]] += 1
             w, h = box[2] - box[0], box[3] - box[1]
             widths.append(w)
             heights.append(h)
@@ -55,9 +63,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 relative.append(((w * h) / (ann.width * ann.height)) ** 0.5)
 
     total = sum(class_counts.values())
-    print(f"split {args.split}: {len(samples)} images, {total} objects ({difficult} difficult)")
+    print(f"split {args.split}: {len(dataset)} images, {total} objects ({difficult} difficult)")
     print(f"{'class':<14} {'objects':>8} {'share':>7}")
-    for name in VOC_CLASSES:
+    for name in names:
         count = class_counts.get(name, 0)
         print(f"{name:<14} {count:>8} {count / max(total, 1):>7.1%}")
     print(f"objects/image   {_summary(per_image)}")
@@ -72,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(2, 2, figsize=(11, 8))
-    axes[0, 0].barh(list(VOC_CLASSES), [class_counts.get(n, 0) for n in VOC_CLASSES])
+    axes[0, 0].barh(list(names), [class_counts.get(n, 0) for n in names])
     axes[0, 0].set_title("objects per class")
     axes[0, 1].hist(per_image, bins=range(0, int(max(per_image, default=1)) + 2))
     axes[0, 1].set_title("objects per image")

@@ -3,7 +3,9 @@
 The images folder is found from the JSON's place: ``file_name`` relative to the JSON's folder, to an
 ``images/`` folder beside it, to the folder above, or to the folder the file's name points at
 (``annotations/instances_val2017.json`` -> ``val2017/``). ``iscrowd`` objects are kept as
-*difficult*: evaluation ignores them, as the devkit ignores VOC's difficult ones.
+*difficult*: evaluation ignores them, as the devkit ignores VOC's difficult ones. A category that
+only groups others (another category names it as its ``supercategory``) and has no objects of its
+own is not a class: Roboflow's exports put one such category first.
 """
 
 from __future__ import annotations
@@ -60,7 +62,11 @@ def read_coco(path: Path) -> tuple[list[Record], tuple[str, ...]]:
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise DataError(f"{path}: a COCO detection file has 'images', 'annotations' and 'categories'")
     try:
-        categories = sorted((int(c["id"]), str(c["name"])) for c in data.get("categories", []))
+        raw = data.get("categories", [])
+        categories = sorted((int(c["id"]), str(c["name"])) for c in raw)
+        used = {int(a["category_id"]) for a in data.get("annotations", []) if "category_id" in a}
+        parents = {str(c.get("supercategory")) for c in raw}
+        categories = [(k, n) for k, n in categories if k in used or n not in parents]
     except (KeyError, TypeError, ValueError) as exc:
         raise DataError(f"{path}: unreadable 'categories' ({exc})") from exc
     names = dict(categories)

@@ -24,14 +24,16 @@ def read_yaml(path: Path) -> dict[str, Any]:
         data = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as exc:
         raise DataError(f"{path}: not a readable YAML file ({exc})") from exc
-    if not isinstance(data, dict) or "names" not in data:
+    if not isinstance(data, dict) or ("names" not in data and "nc" not in data):
         raise DataError(f"{path}: a YOLO data.yaml has 'path', 'train', 'val' and 'names'")
     return data
 
 
 def yolo_names(data: dict[str, Any], path: Path) -> tuple[str, ...]:
-    """``names`` as a list, or a dict of id -> name with ids 0..N-1."""
-    names = data["names"]
+    """``names`` as a list, or a dict of id -> name with ids 0..N-1 (``class0``... from ``nc`` alone)."""
+    names = data.get("names")
+    if names is None:
+        return tuple(f"class{k}" for k in range(int(data["nc"])))
     if isinstance(names, dict):
         try:
             ids = sorted(int(k) for k in names)
@@ -46,11 +48,15 @@ def yolo_names(data: dict[str, Any], path: Path) -> tuple[str, ...]:
 
 
 def dataset_root(data: dict[str, Any], path: Path) -> Path:
+    """``path`` from the YAML: absolute, or relative to the YAML's folder (else to the working
+    folder); one that does not exist here (a YAML written on another machine) is the YAML's folder."""
     root = Path(str(data.get("path") or "."))
     if root.is_absolute():
-        return root
+        return root if root.exists() else path.parent
     beside = path.parent / root
-    return beside if beside.exists() or not root.exists() else root
+    if beside.exists():
+        return beside
+    return root if root.exists() else path.parent
 
 
 def label_path(image: Path) -> Path:
@@ -74,6 +80,8 @@ def split_images(data: dict[str, Any], path: Path, split: str) -> list[Path] | N
     for item in entry if isinstance(entry, list) else [entry]:
         target = Path(str(item))
         target = target if target.is_absolute() else root / target
+        if not target.exists() and str(item).startswith("../"):
+            target = root / str(item)[3:]  # Roboflow's exports: "../train/images" beside the YAML
         if target.is_dir():
             images += sorted(p for p in target.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
         elif target.is_file():
@@ -99,7 +107,10 @@ def read_labels(image: Path, names: tuple[str, ...]) -> Record:
         if not fields:
             continue
         try:
-            class_id, values = int(fields[0]), [float(v) for v in fields[1:]]
+            number_id, values = float(fields[0]), [float(v) for v in fields[1:]]
+            if not number_id.is_integer():
+                raise ValueError(fields[0])
+            class_id = int(number_id)
         except ValueError:
             raise DataError(
                 f"{where}: expected 'class x_centre y_centre width height', got {line!r}"

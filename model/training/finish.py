@@ -53,6 +53,7 @@ def make_card(trainer: Trainer, data_notes: list[str], init: dict[str, Any] | No
         "split_fraction": config.split_fraction,
         "split_seed": config.split_seed,
         "train_images": train_images,
+        "train_objects": int((trainer.bank.labels >= 0).sum()),
         "command": config.command,
         "hardware": hardware.describe(trainer.device),
         "processes": world,

@@ -44,6 +44,7 @@ def test_the_card_says_where_it_started_and_what_it_learned(fine_tuned: Path, ca
         "motorbike"
     ]
     assert card["val_data"]["classes"] == NAMES and card["val_data"]["images"] == 4
+    assert card["train_images"] == 12 and 12 <= card["train_objects"] <= 24
     assert "YOLO data.yaml" in card["data_read"][0]
     assert set(card["val"]["ap50_per_class"]) == set(NAMES)
     data = str(Path(card["data"][0]))

@@ -214,3 +214,44 @@ def test_unreadable_paths_are_clear(tmp_path: Path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="no dataset found"):
         read_source(tmp_path / "empty", "train")
+
+
+def test_a_roboflow_yolo_export_reads_as_ultralytics_reads_it(tmp_path: Path, data):
+    """No ``path``, splits as ``../train/images`` beside the YAML, ``nc`` and float class ids."""
+    root = tmp_path / "export"
+    write_yolo(root / "tmp", data, NAMES)
+    for split, folder in (("train", "train"), ("val", "valid")):
+        (root / folder).mkdir(parents=True)
+        (root / "tmp" / "images" / split).rename(root / folder / "images")
+        (root / "tmp" / "labels" / split).rename(root / folder / "labels")
+    label = root / "valid" / "labels" / "val000.txt"
+    rows = [line.split(" ", 1) for line in label.read_text().splitlines()]
+    label.write_text("".join(f"{float(c)} {rest}\n" for c, rest in rows))  # "1.0 0.44 ..." as some tools write
+    (root / "data.yaml").write_text(f"train: ../train/images\nval: ../valid/images\nnc: 2\nnames: {NAMES}\n")
+    assert_same(read_boxes(open_dataset([root / "data.yaml"], "val")), truth_boxes(data["val"]))
+    (root / "data.yaml").write_text(
+        "path: /content/datasets/elsewhere\ntrain: train/images\nval: valid/images\nnc: 2\n"
+    )
+    dataset = open_dataset([root], "train")
+    assert dataset.classes == ("class0", "class1") and len(dataset) == 10
+
+
+def test_stats_reads_any_format(tmp_path: Path, data, capsys):
+    from model import stats
+
+    yaml = write_yolo(tmp_path / "yolo", data, NAMES)
+    assert stats.main(["--data", str(yaml), "--split", "train", "--out", str(tmp_path / "plots")]) == 0
+    printed = capsys.readouterr().out
+    assert "split train: 10 images" in printed and "widget" in printed and "gadget" in printed
+    assert (tmp_path / "plots" / "stats_train.png").is_file()
+
+
+def test_a_grouping_category_without_objects_is_not_a_class(tmp_path: Path, data):
+    coco = write_coco_splits(tmp_path / "coco", {"val": data["val"]}, NAMES)
+    path = coco / "valid" / "_annotations.coco.json"
+    content = json.loads(path.read_text())
+    content["categories"] = [{"id": 0, "name": "things", "supercategory": "none"}] + [
+        {**c, "supercategory": "things"} for c in content["categories"]
+    ]
+    path.write_text(json.dumps(content))
+    assert open_dataset([coco], "val").classes == tuple(NAMES)
