@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     # instead of one by one on CPU threads. Off until measured on a GPU (docs/benchmarks.md).
     device_decode: bool = False
     retry_after_seconds: Annotated[int, Field(ge=1)] = 1
+    # The most predictions one DeepStack answer carries, highest confidence first: Frigate's
+    # deepstack detector copies them into a fixed array of 20 rows and fails on a 21st.
+    deepstack_max_predictions: Annotated[int, Field(ge=1, le=1000)] = 20
     # CPU threads for the network's forward pass (0: torch's default, one per core).
     torch_threads: Annotated[int, Field(ge=0)] = 0
     # After SIGTERM: wait up to drain_timeout for in-flight requests, then drain_delay more

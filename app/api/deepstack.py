@@ -4,9 +4,13 @@ Frigate's ``deepstack`` detector, Blue Iris, Agent DVR and Home Assistant's Deep
 integrations call it: a multipart ``image`` file, optional form fields ``min_confidence`` and
 ``api_key``; the answer ``{"success": true, "predictions": [{"label", "confidence", "x_min",
 "y_min", "x_max", "y_max"}, ...]}`` with integer pixel boxes, highest confidence first, and the
-names those tools use for the classes VOC names differently. Errors come in that API's shape
-(:mod:`app.api.handlers`). The same limits, batching, metrics and key as ``/detect``; the key may
-also come as the ``api_key`` form field, as those clients send it.
+names those tools use for the classes VOC names differently, at most
+``DETECTOR_DEEPSTACK_MAX_PREDICTIONS`` of them (20: Frigate's array). CodeProject.AI's fields
+(``message``, ``moduleId``, ``moduleName``, ``code``, ``command``, ``requestId``,
+``inferenceDevice``, ``timestampUTC``) come with every answer, errors included (:mod:`app.api.handlers`
+gives errors that API's shape). ``/v1/vision/custom/list`` names the one model served. The same
+limits, batching, metrics and key as ``/detect``; the key may also come as the ``api_key`` form
+field, as those clients send it.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import hmac
 import math
 import time
+from email.utils import formatdate
 from typing import Annotated
 
 from fastapi import APIRouter, Request
@@ -23,6 +28,7 @@ from app.api.deps import InFlightDep, MetricsDep, ServiceDep, SettingsDep, suppl
 from app.api.pipeline import admitted, decode_parts, predict, read_request, results
 from app.api.schemas import error_responses
 from app.errors import ClientError
+from app.logs import request_id
 from model.config import VOC_CLASSES
 
 router = APIRouter(prefix="/v1/vision", tags=["DeepStack-compatible"])
@@ -47,8 +53,37 @@ class Prediction(BaseModel):
     y_max: int
 
 
-class DeepStackResponse(BaseModel):
+MODULE_ID = "voc-detector"
+MODULE_NAME = "VOC object detector"
+
+
+class CodeProjectFields(BaseModel):
+    """What CodeProject.AI's server adds to every module answer, so its clients find them."""
+
+    moduleId: str = MODULE_ID
+    moduleName: str = MODULE_NAME
+    code: int = 200
+    command: str = "detect"
+    requestId: str = ""
+    inferenceDevice: str = "CPU"
+    timestampUTC: str = Field("", description="RFC 1123 time of the answer, as CodeProject.AI gives it")
+
+
+def codeproject_fields(command: str, code: int, device: str) -> dict[str, object]:
+    return {
+        "moduleId": MODULE_ID,
+        "moduleName": MODULE_NAME,
+        "code": code,
+        "command": command,
+        "requestId": request_id.get() or "",
+        "inferenceDevice": "GPU" if device.startswith("cuda") else "CPU",
+        "timestampUTC": formatdate(usegmt=True),
+    }
+
+
+class DeepStackResponse(CodeProjectFields):
     success: bool
+    message: str
     predictions: list[Prediction]
     count: int
     duration: float = Field(description="seconds, as DeepStack reports it")
@@ -56,11 +91,16 @@ class DeepStackResponse(BaseModel):
     processMs: int
 
 
-class DeepStackError(BaseModel):
+class DeepStackError(CodeProjectFields):
     success: bool
     error: str
-    code: int
     request_id: str | None = None
+
+
+class CustomModels(CodeProjectFields):
+    success: bool
+    models: list[str]
+    message: str
 
 
 ERRORS = error_responses(
@@ -153,6 +193,7 @@ async def detection(
     (result,) = results(decoded, prediction, service.classes, metrics)
     # Only the VOC names are renamed; a model of one's own classes answers its card's names.
     renamed = DEEPSTACK_LABELS if service.classes == VOC_CLASSES else {}
+    capped = result.detections[: settings.deepstack_max_predictions]  # sorted by score: the best kept
     predictions = [
         Prediction(
             label=renamed.get(d.class_name, d.class_name),
@@ -162,14 +203,37 @@ async def detection(
             x_max=math.ceil(d.box.x_max),
             y_max=math.ceil(d.box.y_max),
         )
-        for d in result.detections
+        for d in capped
     ]
     elapsed = time.perf_counter() - start
+    found = (
+        f"Found {len(predictions)} object{'s' * (len(predictions) != 1)}"
+        if predictions
+        else "No objects found"
+    )
     return DeepStackResponse(
+        **codeproject_fields("detect", 200, str(service.predictor.device)),  # type: ignore[arg-type]
         success=True,
+        message=found,
         predictions=predictions,
         count=len(predictions),
         duration=round(elapsed, 4),
         inferenceMs=round(prediction.inference_ms),
         processMs=round(elapsed * 1000),
+    )
+
+
+@router.api_route(
+    "/custom/list",
+    methods=["GET", "POST"],
+    response_model=CustomModels,
+    summary="CodeProject.AI's list of custom models: the one model this service serves",
+)
+async def custom_list(service: ServiceDep) -> CustomModels:
+    name = service.predictor.config.name
+    return CustomModels(
+        **codeproject_fields("list-custom", 200, str(service.predictor.device)),  # type: ignore[arg-type]
+        success=True,
+        models=[name],
+        message=f"1 model: {name} ({', '.join(service.classes)})",
     )

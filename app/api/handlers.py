@@ -17,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from app.api.deepstack import codeproject_fields
 from app.errors import ClientError
 from app.imaging.decoding import DecodeError
 from app.metrics import Metrics
@@ -31,7 +32,15 @@ def error_response(
 ) -> JSONResponse:
     rid = request.scope.get("state", {}).get("request_id")
     if request.url.path.startswith(DEEPSTACK_PREFIX):
-        body: dict[str, object] = {"success": False, "error": detail, "code": status}
+        command = "list-custom" if request.url.path.endswith("/list") else "detect"
+        service = getattr(request.app.state, "service", None)
+        device = str(service.predictor.device) if service is not None else "cpu"
+        body: dict[str, object] = {
+            **codeproject_fields(command, status, device),
+            "success": False,
+            "error": detail,
+            "code": status,
+        }
     else:
         body = {"detail": detail}
     if rid is not None:

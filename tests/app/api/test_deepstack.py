@@ -9,6 +9,7 @@ from app.api.deepstack import DEEPSTACK_LABELS
 from model.config import VOC_CLASSES
 from tests.support.app_client import make_client, wait_ready
 from tests.support.images import image_bytes
+from tests.support.weights import make_weights
 
 # The COCO names these clients' label maps use for the VOC classes.
 COCO_NAMES = {
@@ -86,7 +87,8 @@ def test_errors_in_deepstack_shape(client, files, status):
     assert response.status_code == status
     body = response.json()
     assert body["success"] is False and body["code"] == status and isinstance(body["error"], str)
-    assert body["request_id"] == response.headers["x-request-id"]
+    assert body["request_id"] == body["requestId"] == response.headers["x-request-id"]
+    assert body["moduleId"] and body["command"] == "detect" and body["timestampUTC"].endswith("GMT")
 
 
 def test_api_key_as_form_field_or_header(weights_dir):
@@ -114,3 +116,55 @@ def test_a_field_given_twice_is_ambiguous(client):
     )
     assert response.status_code == 400 and "given 2 times" in response.json()["error"]
     assert client.post("/v1/vision/detection", files=files, data={"min_confidence": "0.5"}).status_code == 200
+
+
+CODEPROJECT_FIELDS = {"message", "moduleId", "moduleName", "code", "command", "requestId", "inferenceDevice"}
+
+
+def test_answers_carry_codeproject_fields(client):
+    response = client.post("/v1/vision/detection", files={"image": ("frame.jpg", image_bytes(320, 240))})
+    body = response.json()
+    assert CODEPROJECT_FIELDS | {"timestampUTC"} <= set(body)
+    assert body["code"] == 200 and body["command"] == "detect" and body["inferenceDevice"] == "CPU"
+    assert body["requestId"] == response.headers["x-request-id"]
+    assert body["message"] == f"Found {body['count']} objects"
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_custom_list_names_the_served_model(client, method):
+    body = client.request(method, "/v1/vision/custom/list").json()
+    assert (
+        body["success"] is True and body["models"] == ["resnet18-grid"] and body["command"] == "list-custom"
+    )
+
+
+@pytest.fixture(scope="module")
+def crowded(tmp_path_factory):
+    """Random weights at input 320 (a 10 x 10 grid) that box every cell of a frame."""
+    folder = make_weights(tmp_path_factory.mktemp("crowd"), input_size=320, objectness_bias=6.0)
+    with make_client(folder) as client:
+        wait_ready(client)
+        yield client
+
+
+def test_a_crowded_frame_gives_at_most_twenty_best_predictions(crowded):
+    """Frigate keeps a fixed array of 20 rows: a 21st prediction at or over 0.4 crashes it."""
+    client, frame = crowded, image_bytes(640, 640)
+    everything = client.post(
+        "/detect", params={"score_threshold": 0.4}, files={"image": ("f.jpg", frame)}
+    ).json()
+    scores = [d["score"] for d in everything["results"][0]["detections"]]
+    assert len(scores) > 20  # the random test weights box the whole frame
+    body = client.post(
+        "/v1/vision/detection", files={"image": ("f.jpg", frame)}, data={"min_confidence": "0.4"}
+    ).json()
+    assert body["count"] == len(body["predictions"]) == 20
+    assert [p["confidence"] for p in body["predictions"]] == scores[:20]
+    assert len(frigate_parse(body, 640, 640)) == 20
+
+
+def test_the_cap_is_a_setting(weights_dir):
+    with make_client(weights_dir, deepstack_max_predictions=1) as client:
+        wait_ready(client)
+        body = client.post("/v1/vision/detection", files={"image": ("f.jpg", image_bytes(640, 640))}).json()
+        assert body["count"] == 1
