@@ -1,13 +1,25 @@
-"""Prometheus metrics, one registry per app so several apps (tests) never share counters."""
+"""Prometheus metrics, one registry per app so several apps (tests) never share counters.
+
+Besides the service's own series: the process's (``process_*``: CPU seconds, resident and virtual
+memory, open file descriptors, start time; prometheus-client's process collector, Linux only) and
+``detector_model_info``, a constant 1 whose labels name the model being served.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)
+        self.model_info = Gauge(
+            "detector_model_info",
+            "the model being served (always 1; its labels say which)",
+            ["name", "version", "backend", "precision", "input_size", "classes"],
+            registry=self.registry,
+        )
         self.requests = Counter(
             "detector_requests",
             "HTTP requests by route and status",

@@ -57,6 +57,14 @@ async def load_service(app: FastAPI) -> None:
         await asyncio.to_thread(service.warm_up, settings.device_decode)
         batcher.start()
         app.state.service = service
+        app.state.metrics.model_info.labels(
+            name=predictor.config.name,
+            version=weights.version,
+            backend=predictor.backend,
+            precision=predictor.precision,
+            input_size=str(predictor.config.input_size),
+            classes=str(len(predictor.config.classes)),
+        ).set(1)
         readiness.ready()
         log.info(
             "ready: %s version %s on %s (%s), weights %s",

@@ -226,7 +226,9 @@ def test_a_roboflow_yolo_export_reads_as_ultralytics_reads_it(tmp_path: Path, da
         (root / "tmp" / "labels" / split).rename(root / folder / "labels")
     label = root / "valid" / "labels" / "val000.txt"
     rows = [line.split(" ", 1) for line in label.read_text().splitlines()]
-    label.write_text("".join(f"{float(c)} {rest}\n" for c, rest in rows))  # "1.0 0.44 ..." as some tools write
+    label.write_text(
+        "".join(f"{float(c)} {rest}\n" for c, rest in rows)
+    )  # "1.0 0.44 ..." as some tools write
     (root / "data.yaml").write_text(f"train: ../train/images\nval: ../valid/images\nnc: 2\nnames: {NAMES}\n")
     assert_same(read_boxes(open_dataset([root / "data.yaml"], "val")), truth_boxes(data["val"]))
     (root / "data.yaml").write_text(

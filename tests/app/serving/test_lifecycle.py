@@ -5,6 +5,8 @@ import shutil
 import threading
 from pathlib import Path
 
+import pytest
+
 from tests.support.app_client import make_client, wait_ready
 from tests.support.images import image_bytes
 
@@ -116,6 +118,31 @@ def test_metrics_count_requests_images_and_detections(client):
     assert 'detector_decode_failures_total{status="400"} 1.0' in text
     assert "detector_batch_size_count" in text and "detector_queue_depth" in text
     assert "detector_inference_seconds_count" in text and "detector_request_seconds_bucket" in text
+
+
+def test_metrics_name_the_model_and_the_process(client):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    families = {f.name: f for f in text_string_to_metric_families(client.get("/metrics").text)}
+    (info,) = families["detector_model_info"].samples
+    card = client.get("/model").json()
+    assert info.value == 1 and info.labels["version"] == card["version"]
+    assert info.labels["backend"] == card["backend"] and info.labels["input_size"] == str(card["input_size"])
+    assert families["process_resident_memory_bytes"].samples[0].value > 10 * 2**20
+    assert "process_cpu_seconds" in families and "process_open_fds" in families
+
+
+PROMTOOL = shutil.which("promtool")
+
+
+@pytest.mark.skipif(PROMTOOL is None, reason="no promtool here (apt-get install prometheus)")
+def test_promtool_finds_nothing_to_fix(client):
+    import subprocess
+
+    client.post("/detect", files={"image": ("a.jpg", image_bytes())})
+    text = client.get("/metrics").text
+    checked = subprocess.run([PROMTOOL, "check", "metrics"], input=text, capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
 def test_overload_is_a_fast_503_with_retry_after(weights_dir):
