@@ -88,6 +88,13 @@ TRANSPOSING = (5, 6, 7, 8)
 EXIF_ORIENTATION = 0x0112
 
 
+# Major and compatible brands of HEIF and AVIF stills and sequences (ISO/IEC 23008-12, AV1-ISOBMFF).
+HEIF_BRANDS = {
+    b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs", b"mif1", b"mif2",
+    b"msf1", b"miaf", b"avif", b"avis", b"avio",
+}  # fmt: skip
+
+
 def sniff_format(data: bytes) -> str | None:
     """The image format from the magic bytes: jpeg, png, webp, bmp, or a named unsupported kind."""
     if data.startswith(b"\xff\xd8\xff"):
@@ -110,8 +117,11 @@ def sniff_format(data: bytes) -> str | None:
     for magic, name in unsupported.items():
         if data.startswith(magic):
             return name
-    if data[4:12] in (b"ftypheic", b"ftypheix", b"ftypmif1", b"ftypavif"):
-        return "heif/avif"
+    if data[4:8] == b"ftyp":  # an ISO base-media file: HEIF/AVIF stills by any brand, or video
+        brands = {data[k : k + 4] for k in range(8, min(len(data), 8 + 4 * 16), 4)} - {b"\x00" * 4}
+        return "heif/avif" if brands & HEIF_BRANDS else "iso media (mp4/mov)"
+    if data.startswith((b"\xff\x0a", b"\x00\x00\x00\x0cJXL ")):
+        return "jpeg xl"
     head = data[:512].lstrip().lower()
     if head.startswith((b"<?xml", b"<svg", b"<!doctype", b"<html")):
         return "svg/html/xml text"

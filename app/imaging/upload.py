@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from app.errors import ClientError
 from app.imaging.decoding import SUPPORTED, SUPPORTED_MEDIA_TYPES
@@ -52,6 +52,9 @@ async def read_body(request: Request, limit: int, timeout: float = 60.0) -> byte
 
     try:
         await asyncio.wait_for(receive_all(), timeout)
+    except ClientDisconnect as exc:
+        # Nobody is left to answer; 499 (as nginx logs it) so that it counts as the client's doing.
+        raise UploadError(499, f"the client closed the connection after {size:,} bytes of its body") from exc
     except TimeoutError as exc:
         raise UploadError(
             408,

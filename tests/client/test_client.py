@@ -79,6 +79,22 @@ def test_async_client_packs_requests_up_to_the_limit(server: Server, photos: Pat
     assert results[0].model_dump() == results[5].model_dump()
 
 
+def test_async_detect_each_gives_only_the_bad_file_its_error(server: Server, photos: Path):
+    paths = [*sorted(photos.glob("p*.jpg")), photos / "broken.jpg", photos / "missing.jpg"]
+
+    async def run() -> dict[int, object]:
+        async with AsyncDetectorClient(server.url, max_images_per_request=3, concurrency=2) as client:
+            return {k: found async for k, found in client.detect_each(paths, score_threshold=0.05)}
+
+    answers = asyncio.run(run())
+    assert sorted(answers) == list(range(7))
+    for k in range(5):
+        assert isinstance(answers[k], ImageResult) and answers[k].filename == paths[k].name
+    assert isinstance(answers[5], DetectorError) and answers[5].status == 400  # refused by the server
+    assert isinstance(answers[6], DetectorError) and answers[6].status == 0  # not readable here
+    assert answers[0].model_dump() == plain_detect(server, paths[0].read_bytes(), "p0.jpg")
+
+
 def test_packing_respects_images_and_bytes():
     uploads = [Upload(f"{k}", b"x" * size) for k, size in enumerate([100, 100, 100, 5000, 100])]
     assert pack(uploads, max_images=2, max_bytes=10_000) == [[0, 1], [2, 3], [4]]

@@ -10,26 +10,30 @@ status and the server's ``detail``.
 from __future__ import annotations
 
 import asyncio
-import io
-import os
 import random
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
 
 from detector_client.models import DetectResponse, ImageResult
+from detector_client.uploads import ImageInput, Upload, pack, to_upload
 
-ImageInput = str | os.PathLike[str] | bytes | Any  # Any: a PIL.Image.Image
+__all__ = [
+    "AsyncDetectorClient",
+    "DetectorClient",
+    "DetectorError",
+    "ImageInput",
+    "RetryPolicy",
+    "Upload",
+    "pack",
+]
 
 DEFAULT_URL = "http://127.0.0.1:8000"
-# Room left in a request for multipart headers and boundaries.
-_PART_OVERHEAD = 512
 
 
 class DetectorError(Exception):
@@ -40,46 +44,6 @@ class DetectorError(Exception):
         self.status = status
         self.detail = detail
         self.request_id = request_id
-
-
-@dataclass(frozen=True)
-class Upload:
-    filename: str
-    data: bytes
-
-
-def to_upload(image: ImageInput, index: int) -> Upload:
-    """One input as a named file: a path is read, bytes are sent as they are, a PIL image as PNG."""
-    if isinstance(image, Upload):
-        return image
-    if isinstance(image, bytes):
-        return Upload(f"image-{index}", image)
-    if isinstance(image, (str, os.PathLike)):
-        path = Path(image)
-        return Upload(path.name, path.read_bytes())
-    if hasattr(image, "save") and hasattr(image, "mode"):  # PIL.Image.Image, without importing PIL
-        buffer = io.BytesIO()
-        image.save(buffer, format="PNG")
-        return Upload(f"image-{index}.png", buffer.getvalue())
-    raise TypeError(f"cannot send a {type(image).__name__}; give a path, bytes or a PIL image")
-
-
-def pack(uploads: Sequence[Upload], max_images: int, max_bytes: int) -> list[list[int]]:
-    """Indices of ``uploads`` grouped into requests: at most ``max_images`` each and, where more
-    than one image, at most ``max_bytes`` of image data (a single larger one goes alone)."""
-    groups: list[list[int]] = []
-    current: list[int] = []
-    size = 0
-    for k, upload in enumerate(uploads):
-        cost = len(upload.data) + _PART_OVERHEAD
-        if current and (len(current) >= max_images or size + cost > max_bytes):
-            groups.append(current)
-            current, size = [], 0
-        current.append(k)
-        size += cost
-    if current:
-        groups.append(current)
-    return groups
 
 
 @dataclass(frozen=True)
@@ -169,6 +133,26 @@ class _Base:
         if attempt == self.retry.retries:
             raise DetectorError(0, f"could not reach {self.url}: {error!r}") from error
         return self.retry.delay(attempt, None)
+
+    def _each_plan(
+        self, images: Sequence[ImageInput]
+    ) -> tuple[list[Upload | DetectorError], list[list[int]]]:
+        """For ``detect_each``: every image read (or the error of reading it), and the requests the
+        readable ones are packed into, as lists of their indices."""
+        uploads: list[Upload | DetectorError] = []
+        for k, image in enumerate(images):
+            try:
+                uploads.append(to_upload(image, k))
+            except (OSError, TypeError) as exc:
+                uploads.append(DetectorError(0, f"cannot read it: {exc}"))
+        readable = [k for k, u in enumerate(uploads) if isinstance(u, Upload)]
+        good = [u for u in uploads if isinstance(u, Upload)]
+        return uploads, [[readable[i] for i in group] for group in self._groups(good)]
+
+    @staticmethod
+    def _fails_alone(error: DetectorError, group: list[int]) -> bool:
+        """Whether a failed request's error is every image's (so no image-by-image retry)."""
+        return len(group) == 1 or error.status in (0, 401, 503)
 
     def _groups(self, uploads: Sequence[Upload]) -> list[list[int]]:
         assert self._max_images is not None and self._max_bytes is not None
@@ -268,25 +252,17 @@ class DetectorClient(_Base):
         requests finish; a request refused for one bad image is retried image by image, so only
         that image gets the error."""
         self._ensure_limits()
-        uploads: list[Upload | DetectorError] = []
-        for k, image in enumerate(images):
-            try:
-                uploads.append(to_upload(image, k))
-            except (OSError, TypeError) as exc:
-                uploads.append(DetectorError(0, f"cannot read it: {exc}"))
+        uploads, groups = self._each_plan(images)
         for k, upload in enumerate(uploads):
             if isinstance(upload, DetectorError):
                 yield k, upload
-        readable = [k for k, u in enumerate(uploads) if isinstance(u, Upload)]
-        good = [u for u in uploads if isinstance(u, Upload)]
-        groups = [[readable[i] for i in group] for group in self._groups(good)]
 
         def run(group: list[int]) -> list[tuple[int, ImageResult | DetectorError]]:
             batch = [uploads[k] for k in group]
             try:
                 return list(zip(group, self.detect(batch, **options), strict=True))
             except DetectorError as exc:
-                if len(group) == 1 or exc.status in (0, 401, 503):
+                if self._fails_alone(exc, group):
                     return [(k, exc) for k in group]
                 return [item for k in group for item in run([k])]
 
@@ -368,3 +344,30 @@ class AsyncDetectorClient(_Base):
 
         found = await asyncio.gather(*(run(group) for group in self._groups(uploads)))
         return [result for group in found for result in group]
+
+    async def detect_each(
+        self, images: Sequence[ImageInput], **options: Any
+    ) -> AsyncIterator[tuple[int, ImageResult | DetectorError]]:
+        """``async for index, result_or_error in client.detect_each(images)``: as the sync client's,
+        yielding as requests finish; a request refused for one bad image is retried image by image,
+        so only that image gets the error."""
+        if self._max_images is None or self._max_bytes is None:
+            self._limits_from(await self.model())
+        uploads, groups = self._each_plan(images)
+        for k, upload in enumerate(uploads):
+            if isinstance(upload, DetectorError):
+                yield k, upload
+
+        async def run(group: list[int]) -> list[tuple[int, ImageResult | DetectorError]]:
+            batch = [uploads[k] for k in group]
+            try:
+                return list(zip(group, await self.detect(batch, **options), strict=True))
+            except DetectorError as exc:
+                if self._fails_alone(exc, group):
+                    return [(k, exc) for k in group]
+                alone = await asyncio.gather(*(run([k]) for k in group))
+                return [item for found in alone for item in found]
+
+        for finished in asyncio.as_completed([run(group) for group in groups]):
+            for item in await finished:
+                yield item

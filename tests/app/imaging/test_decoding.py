@@ -151,3 +151,21 @@ def test_sniffing_ignores_names_and_declared_types():
     assert sniff_format(image_bytes(fmt="BMP")) == "bmp"
     assert sniff_format(image_bytes(fmt="WEBP")) == "webp"
     assert sniff_format(image_bytes(fmt="JPEG")) == "jpeg"
+
+
+@pytest.mark.parametrize("brand", [b"heic", b"avif", b"avis", b"msf1", b"hevc", b"heim", b"mif1", b"isom"])
+def test_every_iso_media_brand_is_415_not_400(brand: bytes):
+    """HEIF/AVIF stills come under many major brands (and MP4 video under others): none is decoded
+    here, so each is a type the service does not take (415), not a broken image (400)."""
+    box = b"ftyp" + brand + b"\x00\x00\x00\x00" + b"mif1" + brand
+    data = len(box).to_bytes(4, "big") + box + b"\x00" * 200
+    with pytest.raises(DecodeError) as caught:
+        decode_image_bytes(data, LIMIT, "photo.heic")
+    assert caught.value.status == 415, caught.value.detail
+
+
+def test_jpeg_xl_is_415():
+    for data in (b"\xff\x0a" + b"\x00" * 100, b"\x00\x00\x00\x0cJXL \r\n\x87\n" + b"\x00" * 100):
+        with pytest.raises(DecodeError) as caught:
+            decode_image_bytes(data, LIMIT, "photo.jxl")
+        assert caught.value.status == 415
