@@ -18,6 +18,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from app.api.access_log import AccessLogMiddleware
 from app.api.deepstack import router as deepstack_router
 from app.api.handlers import install_error_handlers
+from app.api.openapi import describe_security
 from app.api.routes import router
 from app.logs import configure_logging
 from app.metrics import Metrics
@@ -53,6 +54,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="POST images, get Pascal VOC boxes as JSON.",
         version="0.1.0",
         lifespan=lifespan,
+        # Operation ids are the route functions' names (detect, detection, readyz, ...), which
+        # generated clients turn into method names.
+        generate_unique_id_function=lambda route: route.name,
     )
     app.state.settings = settings
     app.state.readiness = Lifecycle()
@@ -63,6 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app, app.state.metrics)
     app.include_router(router)
     app.include_router(deepstack_router)
+    describe_security(app, key_required=settings.api_key is not None)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -8,7 +8,7 @@ names those tools use for the classes VOC names differently, at most
 ``DETECTOR_DEEPSTACK_MAX_PREDICTIONS`` of them (20: Frigate's array). CodeProject.AI's fields
 (``message``, ``moduleId``, ``moduleName``, ``code``, ``command``, ``requestId``,
 ``inferenceDevice``, ``timestampUTC``) come with every answer, errors included (:mod:`app.api.handlers`
-gives errors that API's shape). ``/v1/vision/custom/list`` names the one model served. The same
+gives errors that API's shape). ``POST /v1/vision/custom/list`` names the one model served. The same
 limits, batching, metrics and key as ``/detect``; the key may also come as the ``api_key`` form
 field, as those clients send it.
 """
@@ -24,7 +24,7 @@ from typing import Annotated
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
-from app.api.deps import InFlightDep, MetricsDep, ServiceDep, SettingsDep, supplied_keys
+from app.api.deps import BearerKey, HeaderKey, InFlightDep, MetricsDep, ServiceDep, SettingsDep, offered_keys
 from app.api.pipeline import admitted, decode_parts, predict, read_request, results
 from app.api.schemas import error_responses
 from app.errors import ClientError
@@ -125,11 +125,11 @@ def form_field(fields: dict[str, list[str]], name: str) -> str:
     return values[0] if values else ""
 
 
-def check_key(request: Request, fields: dict[str, list[str]], expected: str | None) -> None:
+def check_key(headers: list[str], fields: dict[str, list[str]], expected: str | None) -> None:
     api_key = form_field(fields, "api_key")
     if expected is None:
         return
-    offered = [*supplied_keys(request), api_key.strip()]
+    offered = [*headers, api_key.strip()]
     if not any(hmac.compare_digest(key.encode(), expected.encode()) for key in offered):
         raise ClientError(401, "missing or wrong API key; send the form field api_key=<key>")
 
@@ -180,12 +180,14 @@ async def detection(
     settings: SettingsDep,
     metrics: MetricsDep,
     inflight: InFlightDep,
+    header_key: HeaderKey,
+    bearer: BearerKey,
 ) -> DeepStackResponse:
     start = time.perf_counter()
     async with admitted(service, settings, inflight, metrics):
         parts, fields = await read_request(request, service, settings, "this route takes one image")
         expected = settings.api_key.get_secret_value().strip() if settings.api_key else None
-        check_key(request, fields, expected)  # before any decoding
+        check_key(offered_keys(header_key, bearer), fields, expected)  # before any decoding
         threshold = min_confidence(fields, settings.score_threshold)
         decoded = await decode_parts(service, settings, parts, fields)
         params = service.defaults.with_overrides(score_threshold=threshold)
@@ -223,10 +225,10 @@ async def detection(
     )
 
 
-@router.api_route(
+@router.post(
     "/custom/list",
-    methods=["GET", "POST"],
     response_model=CustomModels,
+    operation_id="custom_list",
     summary="CodeProject.AI's list of custom models: the one model this service serves",
 )
 async def custom_list(service: ServiceDep) -> CustomModels:

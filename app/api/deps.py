@@ -9,7 +9,8 @@ from __future__ import annotations
 import hmac
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from app.metrics import Metrics
 from app.serving.service import DetectorService, InFlight
@@ -73,26 +74,33 @@ ServiceDep = Annotated[DetectorService, Depends(get_service)]
 LoadedServiceDep = Annotated[DetectorService, Depends(get_loaded_service)]
 
 
-def supplied_keys(request: Request) -> list[str]:
-    """The keys a request offers: ``X-API-Key`` and a Bearer ``Authorization``, whitespace trimmed."""
-    keys = []
-    if (header := request.headers.get("x-api-key")) is not None:
-        keys.append(header.strip())
-    scheme, _, token = request.headers.get("authorization", "").strip().partition(" ")
-    if scheme.lower() == "bearer":
-        keys.append(token.strip())
-    return keys
+# The two ways a key may come, as OpenAPI security schemes (so /docs and generated clients know
+# them); auto_error=False because the key is optional unless DETECTOR_API_KEY is set.
+API_KEY_HEADER = APIKeyHeader(
+    name="X-API-Key", auto_error=False, description="the key of DETECTOR_API_KEY, when one is set"
+)
+BEARER = HTTPBearer(auto_error=False, description="the key of DETECTOR_API_KEY as a Bearer token")
 
 
-async def require_api_key(request: Request, settings: SettingsDep) -> None:
+HeaderKey = Annotated[str | None, Security(API_KEY_HEADER)]
+BearerKey = Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)]
+
+
+def offered_keys(header_key: str | None, bearer: HTTPAuthorizationCredentials | None) -> list[str]:
+    """The keys a request offers in its headers, surrounding whitespace trimmed."""
+    return [key.strip() for key in (header_key, bearer.credentials if bearer else None) if key is not None]
+
+
+async def require_api_key(settings: SettingsDep, header_key: HeaderKey, bearer: BearerKey) -> None:
     """When ``DETECTOR_API_KEY`` is set: accepted when ``Authorization: Bearer KEY`` or
     ``X-API-Key: KEY`` carries it (either header; surrounding whitespace ignored)."""
     if settings.api_key is None:
         return
     expected = settings.api_key.get_secret_value().strip().encode()
+    offered = offered_keys(header_key, bearer)
     # compare_digest takes the same time whatever the position of the first differing byte;
     # every offered key is compared, so the time says nothing about which one matched.
-    matches = [hmac.compare_digest(key.encode(), expected) for key in supplied_keys(request)]
+    matches = [hmac.compare_digest(key.encode(), expected) for key in offered]
     if not any(matches):
         raise HTTPException(
             401,

@@ -102,7 +102,13 @@ def parse_classes(
     response_model=DetectResponse,
     responses={
         **ERRORS,
-        200: {"content": {"image/jpeg": {}, "image/png": {}}, "description": "JSON, or the drawn image"},
+        200: {
+            "content": {
+                "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
+                "image/png": {"schema": {"type": "string", "format": "binary"}},
+            },
+            "description": "JSON, or the drawn image with format=image|jpeg|png",
+        },
     },
     dependencies=[Depends(require_api_key)],
     openapi_extra=IMAGE_BODY_DOC,

@@ -56,8 +56,15 @@ class DetectResponse(BaseModel):
 
 
 def error_responses(model: type[BaseModel], texts: dict[int, str]) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI ``responses`` for a route's error statuses, each with its body model."""
-    return {code: {"model": model, "description": text} for code, text in texts.items()}
+    """OpenAPI ``responses`` for a route's error statuses, each with its body model (and the 503s
+    with their ``Retry-After`` header)."""
+    retry_after = {
+        "Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "integer"}}
+    }
+    return {
+        code: {"model": model, "description": text, **({"headers": retry_after} if code == 503 else {})}
+        for code, text in texts.items()
+    }
 
 
 class ErrorResponse(BaseModel):

@@ -130,9 +130,8 @@ def test_answers_carry_codeproject_fields(client):
     assert body["message"] == f"Found {body['count']} objects"
 
 
-@pytest.mark.parametrize("method", ["GET", "POST"])
-def test_custom_list_names_the_served_model(client, method):
-    body = client.request(method, "/v1/vision/custom/list").json()
+def test_custom_list_names_the_served_model(client):
+    body = client.post("/v1/vision/custom/list").json()
     assert (
         body["success"] is True and body["models"] == ["resnet18-grid"] and body["command"] == "list-custom"
     )
