@@ -205,10 +205,68 @@ def test_cli_over_a_folder_with_a_corrupt_file_then_resumes(
     assert out.read_text() == before
 
 
-def test_cli_coco_output(server: Server, photos: Path, tmp_path: Path):
+def test_cli_coco_results_load_and_score_in_pycocotools(random_server: Server, photos: Path, tmp_path: Path):
+    """The ground truth is the service's own boxes over 0.3 (random weights that box everything),
+    under other ids and folder names: the CLI's results must map onto it by file name and class
+    name, and score AP 1.0 there."""
+    server = random_server
+    coco_api = pytest.importorskip("pycocotools.coco")
+    coco_eval = pytest.importorskip("pycocotools.cocoeval")
+    paths = sorted(photos.glob("p*.jpg"))
+    card = httpx.get(f"{server.url}/model").json()
+    category = {name: 100 + 7 * k for k, name in enumerate(card["classes"])}
+    images, annotations = [], []
+    for k, path in enumerate(paths):
+        response = httpx.post(f"{server.url}/detect", files={"image": (path.name, path.read_bytes())})
+        found = response.json()["results"][0]
+        images.append(
+            {
+                "id": 1000 + k,
+                "file_name": f"val/{path.name}",
+                "width": found["width"],
+                "height": found["height"],
+            }
+        )
+        for d in found["detections"]:
+            if d["score"] >= 0.3:
+                b = d["box"]
+                w, h = b["x_max"] - b["x_min"], b["y_max"] - b["y_min"]
+                annotations.append(
+                    {"id": len(annotations) + 1, "image_id": 1000 + k, "iscrowd": 0, "area": w * h,
+                     "category_id": category[d["class_name"]], "bbox": [b["x_min"], b["y_min"], w, h]}
+                )  # fmt: skip
+    assert annotations, "the weights must box something for this test to mean anything"
+    gt_path = tmp_path / "gt.json"
+    categories = [{"id": i, "name": n} for n, i in category.items()]
+    gt_path.write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}))
+    out = tmp_path / "results.json"
+    argv = ["detect", *map(str, paths), "--url", server.url, "--out", str(out), "--score-threshold", "0.1"]
+    assert cli_main([*argv, "--format", "coco", "--coco-gt", str(gt_path)]) == 0
+    assert out.with_suffix(".jsonl").is_file()  # the resumable records, beside the results
+    ground = coco_api.COCO(str(gt_path))
+    scored = coco_eval.COCOeval(ground, ground.loadRes(str(out)), "bbox")
+    scored.evaluate()
+    scored.accumulate()
+    scored.summarize()
+    assert scored.stats[0] > 0.99  # AP@[.5:.95]: every box found where it is, under its own id
+
+
+def test_cli_coco_results_refuse_what_the_ground_truth_lacks(server: Server, photos: Path, tmp_path: Path):
+    gt_path = tmp_path / "gt.json"
+    gt_path.write_text(
+        json.dumps({"images": [{"id": 1, "file_name": "p0.jpg"}], "annotations": [], "categories": []})
+    )
+    argv = ["detect", str(photos / "p0.jpg"), str(photos / "p1.jpg"), "--url", server.url]
+    with pytest.raises(SystemExit, match=r"match no single file_name.*p1\.jpg"):
+        cli_main([*argv, "--out", str(tmp_path / "r.json"), "--format", "coco", "--coco-gt", str(gt_path)])
+    with pytest.raises(SystemExit, match="--coco-gt"):
+        cli_main([*argv, "--out", str(tmp_path / "s.json"), "--format", "coco"])
+
+
+def test_cli_coco_dataset_output(server: Server, photos: Path, tmp_path: Path):
     out = tmp_path / "r.jsonl"
     argv = ["detect", str(photos / "p0.jpg"), str(photos / "p1.jpg"), "--url", server.url, "--out", str(out)]
-    assert cli_main([*argv, "--format", "coco", "--score-threshold", "0.05"]) == 0
+    assert cli_main([*argv, "--format", "coco-dataset", "--score-threshold", "0.05"]) == 0
     coco = json.loads(out.with_suffix(".coco.json").read_text())
     assert [image["width"] for image in coco["images"]] == [320, 336]
     assert len(coco["categories"]) == 20 and coco["categories"][11] == {"id": 12, "name": "dog"}

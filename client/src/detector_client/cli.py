@@ -5,8 +5,12 @@ the service.
 - One JSON line per image in ``--out``, appended as results come: ``{"path", "width", "height",
   "detections"}`` or ``{"path", "error": {"status", "detail"}}``. A second run skips every path
   already in the file (results and errors alike), so it resumes where a run stopped.
-- ``--format coco`` / ``--format csv`` also writes ``OUT.coco.json`` / ``OUT.csv`` from every
-  record at the end; ``--draw DIR`` writes a copy of each image with its boxes (needs Pillow).
+- At the end, from every record: ``--format coco --coco-gt GT.json`` writes ``OUT.json``, the
+  standard COCO results array (``image_id``, ``category_id``, ``bbox`` xywh, ``score``) with the
+  ids of ``GT.json`` (images matched by file name, categories by name; what does not match is an
+  error), for pycocotools' ``loadRes`` and ``COCOeval``; ``--format coco-dataset`` writes
+  ``OUT.coco.json`` (images, annotations, categories, for a labelling tool); ``--format csv``
+  writes ``OUT.csv``. ``--draw DIR`` writes a copy of each image with its boxes (needs Pillow).
 - A bad file is reported and skipped, never the end of the run; a progress line on stderr; a
   summary at the end: images, detections per class, errors, images/s.
 """
@@ -24,6 +28,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from detector_client.client import DEFAULT_URL, DetectorClient, DetectorError
+from detector_client.coco import CocoMatchError, write_coco_dataset, write_coco_results
 from detector_client.models import CSV_HEADER, ImageResult
 
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
@@ -63,21 +68,6 @@ def read_records(out: Path) -> list[dict[str, Any]]:
         except ValueError:
             continue
     return records
-
-
-def write_coco(records: Iterable[dict[str, Any]], target: Path, classes: Sequence[str]) -> None:
-    images: list[dict[str, Any]] = []
-    annotations: list[dict[str, Any]] = []
-    for image_id, record in enumerate((r for r in records if "error" not in r), start=1):
-        result = ImageResult(
-            filename=record["path"], **{k: record[k] for k in ("width", "height", "detections")}
-        )
-        images.append(
-            {"id": image_id, "file_name": record["path"], "width": result.width, "height": result.height}
-        )
-        annotations.extend(result.coco_annotations(image_id, first_id=len(annotations) + 1))
-    categories = [{"id": k + 1, "name": name} for k, name in enumerate(classes)]
-    target.write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}))
 
 
 def write_csv(records: Iterable[dict[str, Any]], target: Path) -> None:
@@ -132,7 +122,12 @@ class Progress:
 
 
 def detect_folder(args: argparse.Namespace) -> int:
-    out: Path = args.out
+    if args.format == "coco" and args.coco_gt is None:
+        raise SystemExit(
+            "--format coco writes COCO results for a ground truth: give --coco-gt GT.json "
+            "(or --format coco-dataset for a dataset-style file)"
+        )
+    out: Path = args.out.with_suffix(".jsonl") if args.out.suffix == ".json" else args.out
     images = find_images(args.paths)
     names = {path: str(path) for path in images}
     seen = done_paths(out)
@@ -172,7 +167,13 @@ def detect_folder(args: argparse.Namespace) -> int:
             progress.step(isinstance(outcome, DetectorError))
     seconds = progress.finish()
     if args.format == "coco":
-        write_coco(read_records(out), out.with_suffix(".coco.json"), card["classes"])
+        try:
+            count = write_coco_results(read_records(out), out.with_suffix(".json"), args.coco_gt)
+        except CocoMatchError as exc:
+            raise SystemExit(f"--format coco: {exc}") from None
+        print(f"{count} detections as COCO results in {out.with_suffix('.json')}", file=sys.stderr)
+    elif args.format == "coco-dataset":
+        write_coco_dataset(read_records(out), out.with_suffix(".coco.json"), card["classes"])
     elif args.format == "csv":
         write_csv(read_records(out), out.with_suffix(".csv"))
     done = len(todo)
@@ -196,7 +197,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     detect.add_argument("--url", default=DEFAULT_URL)
     detect.add_argument("--api-key", default=None)
     detect.add_argument("--out", type=Path, default=Path("results.jsonl"), help="JSON lines; resumable")
-    detect.add_argument("--format", choices=["jsonl", "coco", "csv"], default="jsonl")
+    detect.add_argument("--format", choices=["jsonl", "coco", "coco-dataset", "csv"], default="jsonl")
+    detect.add_argument("--coco-gt", type=Path, default=None, help="COCO ground truth for --format coco")
     detect.add_argument("--draw", type=Path, default=None, help="write annotated copies under this folder")
     detect.add_argument("--score-threshold", type=float, default=None)
     detect.add_argument("--classes", default=None, help="comma-separated class names to keep")
