@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi_offline import FastAPIOffline
 
 from app.api.access_log import AccessLogMiddleware
 from app.api.deepstack import router as deepstack_router
@@ -49,7 +50,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; the model loads when the app starts (its lifespan), not here."""
     settings = settings or Settings()
     configure_logging(settings.log_level)
-    app = FastAPI(
+    # fastapi-offline: /docs and /redoc from Swagger UI and ReDoc assets shipped in the package, not
+    # from a CDN, so that they work where the service has no internet.
+    app = FastAPIOffline(
         title="VOC object detector",
         summary="POST images, get Pascal VOC boxes as JSON.",
         version="0.1.0",

@@ -86,3 +86,17 @@ def test_page_uploads_draws_and_refilters(server: Server, tmp_path: Path):
         browser.close()
     # The one expected console error is the 400 of the broken upload.
     assert all("status of 400" in e for e in errors), errors
+
+
+def test_the_docs_page_renders_offline(server: Server):
+    """Swagger UI from the package's own assets (no CDN: this machine has no internet)."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page()
+        page.goto(f"{server.url}/docs")
+        page.wait_for_selector(".opblock-summary-path", timeout=20_000)
+        paths = page.eval_on_selector_all(".opblock-summary-path", "nodes => nodes.map(n => n.textContent)")
+        page.wait_for_selector(".authorize", timeout=5_000)  # the API key's schemes: an Authorize button
+        browser.close()
+    assert "/detect" in paths and "/v1/vision/detection" in paths

@@ -64,3 +64,18 @@ def test_503s_say_retry_after_and_drawn_images_are_binary(spec):
             "format": "binary",
         }
         assert media in detect["requestBody"]["content"]  # a raw image body is described too
+
+
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+def test_docs_pages_load_nothing_from_outside(weights_dir, page):
+    import re
+
+    from tests.support.app_client import make_client
+
+    with make_client(weights_dir) as client:
+        html = client.get(page).text
+        sources = re.findall(r'(?:src|href)="([^"]+)"', html) + re.findall(r"url: '([^']+)'", html)
+        assets = [s for s in sources if not s.endswith("openapi.json")]
+        assert assets and not any(s.startswith(("http:", "https:", "//")) for s in sources), sources
+        for asset in assets:
+            assert client.get(asset).status_code == 200, asset
