@@ -197,7 +197,7 @@ def test_cli_over_a_folder_with_a_corrupt_file_then_resumes(
     assert {Path(r["path"]).name for r in rows} == set(by_path)
     assert sum(1 for r in rows if r["class_name"]) == sum(len(r.get("detections", [])) for r in records)
     # Annotated copies, nested as the sources are.
-    assert (drawn / "nested" / "q.jpg").exists() and (drawn / "p0.jpg").exists()
+    assert (drawn / "nested" / "q_png.jpg").exists() and (drawn / "p0_jpg.jpg").exists()
     # A second run does no work.
     before = out.read_text()
     assert cli_main(argv) == 0
@@ -311,3 +311,24 @@ def test_installs_without_torch_and_its_cli_runs(server: Server, photos: Path, t
     assert run.returncode == 0, run.stderr
     (record,) = [json.loads(line) for line in out.read_text().splitlines()]
     assert (record["width"], record["height"]) == (320, 240)
+
+
+def test_drawings_have_readable_labels_and_one_name_per_file(tmp_path: Path):
+    from detector_client.drawing import PALETTE, draw, drawing_name
+
+    assert drawing_name(Path("x/a.jpg")) != drawing_name(Path("x/a.png"))
+    assert drawing_name(Path("x/a.png")) == Path("x/a_png.jpg")
+    source = tmp_path / "a.png"
+    Image.new("RGB", (400, 300), (128, 128, 128)).save(source)
+    box = Box(x_min=50, y_min=80, x_max=250, y_max=250)
+    result = ImageResult(
+        filename="a.png", width=400, height=300,
+        detections=[Detection(class_id=0, class_name="aeroplane", score=0.87, box=box)],
+    )  # fmt: skip
+    target = tmp_path / "drawn" / "a_png.jpg"
+    draw(source, result, target)
+    pixels = Image.open(target).convert("RGB")
+    label_band = [pixels.getpixel((x, y)) for x in range(50, 150) for y in range(60, 80)]
+    filled = sum(all(abs(c - p) < 40 for c, p in zip(px, PALETTE[0], strict=True)) for px in label_band)
+    white = sum(min(px) > 200 for px in label_band)
+    assert filled > 0.4 * len(label_band) and white > 20  # a filled label above the box, with white text

@@ -29,6 +29,7 @@ from typing import Any, TextIO
 
 from detector_client.client import DEFAULT_URL, DetectorClient, DetectorError
 from detector_client.coco import CocoMatchError, write_coco_dataset, write_coco_results
+from detector_client.drawing import draw, drawing_name
 from detector_client.models import CSV_HEADER, ImageResult
 
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
@@ -83,24 +84,6 @@ def write_csv(records: Iterable[dict[str, Any]], target: Path) -> None:
                 filename=record["path"], **{k: record[k] for k in ("width", "height", "detections")}
             )
             writer.writerows(result.csv_rows(record["path"]))
-
-
-def draw(source: Path, result: ImageResult, target: Path) -> None:
-    try:
-        from PIL import Image, ImageDraw, ImageOps
-    except ImportError as exc:
-        raise SystemExit("--draw needs Pillow: pip install 'voc-detector-client[draw]'") from exc
-    with Image.open(source) as opened:
-        image = (ImageOps.exif_transpose(opened) or opened).convert("RGB")
-    pen = ImageDraw.Draw(image)
-    width = max(2, round(max(image.size) / 300))
-    for d in result.detections:
-        pen.rectangle(d.box.xyxy, outline=(255, 64, 0), width=width)
-        pen.text(
-            (d.box.x_min + width, d.box.y_min + width), f"{d.class_name} {d.score:.2f}", fill=(255, 64, 0)
-        )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    image.save(target.with_suffix(".jpg"), quality=90)
 
 
 class Progress:
@@ -161,7 +144,7 @@ def detect_folder(args: argparse.Namespace) -> int:
                 record.update(outcome.model_dump(exclude={"filename"}))
                 per_class.update(d.class_name for d in outcome.detections)
                 if args.draw is not None:
-                    draw(path, outcome, args.draw / images[path])
+                    draw(path, outcome, args.draw / drawing_name(images[path]))
             record_file.write(json.dumps(record) + "\n")
             record_file.flush()
             progress.step(isinstance(outcome, DetectorError))
