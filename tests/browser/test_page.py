@@ -100,3 +100,30 @@ def test_the_docs_page_renders_offline(server: Server):
         page.wait_for_selector(".authorize", timeout=5_000)  # the API key's schemes: an Authorize button
         browser.close()
     assert "/detect" in paths and "/v1/vision/detection" in paths
+
+
+@pytest.mark.parametrize("width", [1280, 390])
+def test_every_class_and_control_is_there_for_everyone(server: Server, width: int):
+    """All class boxes visible (none clipped in a scroll box), controls found by their labels, and
+    axe-core (run in the page by axe-playwright-python) finds no accessibility violation."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    axe_module = pytest.importorskip("axe_playwright_python.sync_playwright")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": width, "height": 900})
+        page.goto(f"{server.url}/")
+        page.wait_for_selector("#classes input")
+        box = page.locator("#classes").bounding_box()
+        labels = page.locator("#classes label")
+        assert labels.count() == 20
+        for k in range(labels.count()):
+            item = labels.nth(k).bounding_box()
+            assert item is not None and item["height"] > 0
+            assert box["y"] <= item["y"] and item["y"] + item["height"] <= box["y"] + box["height"] + 1
+            assert box["x"] <= item["x"] and item["x"] + item["width"] <= box["x"] + box["width"] + 1
+        for name in ("Score threshold", "IoU threshold", "API key"):
+            assert page.get_by_label(name, exact=True).count() == 1, name
+        assert page.get_by_label("tvmonitor").is_visible() and page.get_by_label("train").is_visible()
+        results = axe_module.Axe().run(page)
+        browser.close()
+    assert results.violations_count == 0, results.generate_report()
