@@ -71,7 +71,15 @@ IMAGE_BODY_DOC = {
             },
             **{
                 media: {"schema": {"type": "string", "format": "binary"}}
-                for media in ("image/jpeg", "image/png", "image/webp", "image/bmp")
+                # application/octet-stream: the bytes are told by their magic, as for every body;
+                # it is the raw body type that generated clients (openapi-python-client) can send.
+                for media in (
+                    "image/jpeg",
+                    "image/png",
+                    "image/webp",
+                    "image/bmp",
+                    "application/octet-stream",
+                )
             },
         },
     }
@@ -180,6 +188,42 @@ async def detect_drawn(
         media_type="image/png" if output_format == "png" else "image/jpeg",
         headers={"X-Detections": str(len(prediction.found[0]))},
     )
+
+
+@router.post(
+    "/detect/drawn",
+    response_class=Response,
+    responses={
+        **ERRORS,
+        200: {
+            "content": {
+                "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
+                "image/png": {"schema": {"type": "string", "format": "binary"}},
+            },
+            "description": "the one image with its boxes drawn; X-Detections says how many",
+        },
+    },
+    dependencies=[Depends(require_api_key)],
+    openapi_extra=IMAGE_BODY_DOC,
+    summary="Detect in one image and answer it drawn, as JPEG or PNG (what /detect?format= gives)",
+)
+async def detect_image(
+    request: Request,
+    service: ServiceDep,
+    settings: SettingsDep,
+    metrics: MetricsDep,
+    inflight: InFlightDep,
+    score_threshold: Annotated[float | None, Query(ge=0.0, le=1.0)] = None,
+    iou_threshold: Annotated[float | None, Query(ge=0.0, le=1.0)] = None,
+    max_detections: Annotated[int | None, Query(ge=1, le=1000)] = None,
+    classes: Annotated[str | None, Query(description="comma-separated class names to keep")] = None,
+    output_format: Annotated[Literal["jpeg", "png"], Query(alias="format")] = "jpeg",
+) -> Response:
+    """``/detect?format=jpeg|png`` as an operation of its own, whose only answer is an image: a
+    generated client, which reads one kind of answer per operation, decodes it as binary."""
+    _, class_ids = parse_classes(classes, service.classes)
+    params = service.defaults.with_overrides(score_threshold, iou_threshold, max_detections, class_ids)
+    return await detect_drawn(request, service, settings, metrics, inflight, params, output_format)
 
 
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)
