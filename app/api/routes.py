@@ -86,6 +86,16 @@ IMAGE_BODY_DOC = {
 }
 
 
+# A drawn answer: the one image, its boxes drawn, as JPEG or PNG.
+DRAWN = {media: {"schema": {"type": "string", "format": "binary"}} for media in ("image/jpeg", "image/png")}
+
+# The query parameters /detect and /detect/drawn share; unset: the service's defaults.
+ScoreThreshold = Annotated[float | None, Query(ge=0.0, le=1.0)]
+IouThreshold = Annotated[float | None, Query(ge=0.0, le=1.0)]
+MaxDetections = Annotated[int | None, Query(ge=1, le=1000)]
+ClassNames = Annotated[str | None, Query(description="comma-separated class names to keep")]
+
+
 def parse_classes(
     value: str | None, classes: tuple[str, ...]
 ) -> tuple[list[str] | None, frozenset[int] | None]:
@@ -110,13 +120,7 @@ def parse_classes(
     response_model=DetectResponse,
     responses={
         **ERRORS,
-        200: {
-            "content": {
-                "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
-                "image/png": {"schema": {"type": "string", "format": "binary"}},
-            },
-            "description": "JSON, or the drawn image with format=image|jpeg|png",
-        },
+        200: {"content": DRAWN, "description": "JSON, or the drawn image with format=image|jpeg|png"},
     },
     dependencies=[Depends(require_api_key)],
     openapi_extra=IMAGE_BODY_DOC,
@@ -128,10 +132,10 @@ async def detect(
     settings: SettingsDep,
     metrics: MetricsDep,
     inflight: InFlightDep,
-    score_threshold: Annotated[float | None, Query(ge=0.0, le=1.0)] = None,
-    iou_threshold: Annotated[float | None, Query(ge=0.0, le=1.0)] = None,
-    max_detections: Annotated[int | None, Query(ge=1, le=1000)] = None,
-    classes: Annotated[str | None, Query(description="comma-separated class names to keep")] = None,
+    score_threshold: ScoreThreshold = None,
+    iou_threshold: IouThreshold = None,
+    max_detections: MaxDetections = None,
+    classes: ClassNames = None,
     output_format: Annotated[
         Literal["json", "image", "jpeg", "png"],
         Query(
@@ -195,13 +199,7 @@ async def detect_drawn(
     response_class=Response,
     responses={
         **ERRORS,
-        200: {
-            "content": {
-                "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
-                "image/png": {"schema": {"type": "string", "format": "binary"}},
-            },
-            "description": "the one image with its boxes drawn; X-Detections says how many",
-        },
+        200: {"content": DRAWN, "description": "the one image with its boxes drawn; X-Detections: how many"},
     },
     dependencies=[Depends(require_api_key)],
     openapi_extra=IMAGE_BODY_DOC,
@@ -213,10 +211,10 @@ async def detect_image(
     settings: SettingsDep,
     metrics: MetricsDep,
     inflight: InFlightDep,
-    score_threshold: Annotated[float | None, Query(ge=0.0, le=1.0)] = None,
-    iou_threshold: Annotated[float | None, Query(ge=0.0, le=1.0)] = None,
-    max_detections: Annotated[int | None, Query(ge=1, le=1000)] = None,
-    classes: Annotated[str | None, Query(description="comma-separated class names to keep")] = None,
+    score_threshold: ScoreThreshold = None,
+    iou_threshold: IouThreshold = None,
+    max_detections: MaxDetections = None,
+    classes: ClassNames = None,
     output_format: Annotated[Literal["jpeg", "png"], Query(alias="format")] = "jpeg",
 ) -> Response:
     """``/detect?format=jpeg|png`` as an operation of its own, whose only answer is an image: a

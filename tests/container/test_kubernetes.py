@@ -100,8 +100,8 @@ def test_checkov_passes_every_check_it_runs(tmp_path: Path):
         else:
             target = DEPLOY / "base"
         where = ["-d" if target.is_dir() else "-f", str(target)]
-        command = [CHECKOV, "--quiet", "--compact", "--skip-download", "-o", "json", "--framework", "kubernetes"]
-        command += where
+        command = [CHECKOV, "--quiet", "--compact", "--skip-download", "-o", "json"]
+        command += ["--framework", "kubernetes", *where]
         result = subprocess.run(command, capture_output=True, text=True)
         report = json.loads(result.stdout)
         reports = report if isinstance(report, list) else [report]
