@@ -119,6 +119,22 @@ def detect_folder(args: argparse.Namespace) -> int:
         f"{len(images)} images found, {len(images) - len(todo)} already in {out}, {len(todo)} to do",
         file=sys.stderr,
     )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.exists() and out.stat().st_size and not out.read_bytes().endswith(b"\n"):
+        with out.open("ab") as torn:  # a run stopped mid-line: the next record starts a line of its own
+            torn.write(b"\n")
+    try:
+        return run_folder(args, out, images, names, todo)
+    except DetectorError as exc:
+        print(
+            f"\nerror: {exc.detail} (status {exc.status}); the records so far are in {out}", file=sys.stderr
+        )
+        return 1
+
+
+def run_folder(
+    args: argparse.Namespace, out: Path, images: dict[Path, Path], names: dict[Path, str], todo: list[Path]
+) -> int:
     per_class: Counter[str] = Counter()
     errors: list[tuple[str, str]] = []
     progress = Progress(len(todo), sys.stderr)
@@ -126,7 +142,6 @@ def detect_folder(args: argparse.Namespace) -> int:
         "score_threshold": args.score_threshold,
         "classes": args.classes.split(",") if args.classes else None,
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
     with (
         DetectorClient(
             args.url, api_key=args.api_key, concurrency=args.concurrency, timeout=args.timeout

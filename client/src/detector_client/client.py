@@ -20,7 +20,9 @@ from typing import Any
 
 import httpx
 
-from detector_client.models import DetectResponse, ImageResult
+from detector_client.answers import BoundedAnswer, card_of, error_of, results_of
+from detector_client.errors import DetectorError
+from detector_client.models import ImageResult
 from detector_client.uploads import ImageInput, Upload, pack, to_upload
 
 __all__ = [
@@ -34,16 +36,8 @@ __all__ = [
 ]
 
 DEFAULT_URL = "http://127.0.0.1:8000"
-
-
-class DetectorError(Exception):
-    """The service answered with an error (or could not be reached after the retries)."""
-
-    def __init__(self, status: int, detail: str, request_id: str | None = None) -> None:
-        super().__init__(f"{status}: {detail}")
-        self.status = status
-        self.detail = detail
-        self.request_id = request_id
+# 16 images x 1,000 detections is about 2.5 MB of JSON; an answer past this is no answer of ours.
+DEFAULT_MAX_ANSWER_BYTES = 64 * 2**20
 
 
 @dataclass(frozen=True)
@@ -77,20 +71,6 @@ def _uploads(images: ImageInput | Sequence[ImageInput]) -> list[Upload]:
     return [to_upload(image, k) for k, image in enumerate(items)]
 
 
-def _error(response: httpx.Response) -> DetectorError:
-    try:
-        body = response.json()
-        detail = str(body.get("detail", body))
-        rid = body.get("request_id")
-    except ValueError:
-        detail, rid = response.text[:500] or response.reason_phrase, None
-    return DetectorError(response.status_code, detail, rid or response.headers.get("x-request-id"))
-
-
-def _results(response: httpx.Response) -> list[ImageResult]:
-    return DetectResponse.model_validate_json(response.content).results
-
-
 def _headers(api_key: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
@@ -105,8 +85,10 @@ class _Base:
         concurrency: int,
         max_images_per_request: int | None,
         max_request_bytes: int | None,
+        max_answer_bytes: int,
     ) -> None:
         self.url = url.rstrip("/")
+        self.max_answer_bytes = max_answer_bytes
         self.api_key = api_key
         self.timeout = timeout
         self.retry = retry
@@ -125,7 +107,7 @@ class _Base:
         if response.status_code == 503 and attempt < self.retry.retries:
             return self.retry.delay(attempt, response.headers.get("retry-after"))
         if response.is_error:
-            raise _error(response)
+            raise error_of(response)
         return None
 
     def _delay_after_failure(self, attempt: int, error: httpx.TransportError) -> float:
@@ -172,9 +154,19 @@ class DetectorClient(_Base):
         concurrency: int = 4,
         max_images_per_request: int | None = None,
         max_request_bytes: int | None = None,
+        max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        super().__init__(url, api_key, timeout, retry, concurrency, max_images_per_request, max_request_bytes)
+        super().__init__(
+            url,
+            api_key,
+            timeout,
+            retry,
+            concurrency,
+            max_images_per_request,
+            max_request_bytes,
+            max_answer_bytes,
+        )
         self._http = httpx.Client(
             base_url=self.url, timeout=timeout, headers=_headers(api_key), transport=transport
         )
@@ -191,14 +183,16 @@ class DetectorClient(_Base):
 
     def model(self) -> dict[str, Any]:
         """The service's model card (``GET /model``)."""
-        response = self._send("GET", "/model")
-        card: dict[str, Any] = response.json()
-        return card
+        return card_of(self._send("GET", "/model"))
 
     def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         for attempt in range(self.retry.retries + 1):
             try:
-                response = self._http.request(method, path, **kwargs)
+                with self._http.stream(method, path, **kwargs) as streamed:
+                    answer = BoundedAnswer(streamed, self.timeout, self.max_answer_bytes)
+                    for chunk in streamed.iter_bytes():
+                        answer.add(chunk)
+                    response = answer.whole()
             except httpx.TransportError as exc:
                 delay = self._delay_after_failure(attempt, exc)
             else:
@@ -234,7 +228,7 @@ class DetectorClient(_Base):
 
         def run(group: list[int]) -> None:
             files = [("image", (uploads[k].filename, uploads[k].data)) for k in group]
-            found = _results(self._send("POST", "/detect", params=params, files=files))
+            found = results_of(self._send("POST", "/detect", params=params, files=files), len(group))
             for k, result in zip(group, found, strict=True):
                 results[k] = result
 
@@ -284,9 +278,19 @@ class AsyncDetectorClient(_Base):
         concurrency: int = 4,
         max_images_per_request: int | None = None,
         max_request_bytes: int | None = None,
+        max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        super().__init__(url, api_key, timeout, retry, concurrency, max_images_per_request, max_request_bytes)
+        super().__init__(
+            url,
+            api_key,
+            timeout,
+            retry,
+            concurrency,
+            max_images_per_request,
+            max_request_bytes,
+            max_answer_bytes,
+        )
         self._http = httpx.AsyncClient(
             base_url=self.url, timeout=timeout, headers=_headers(api_key), transport=transport
         )
@@ -302,15 +306,16 @@ class AsyncDetectorClient(_Base):
         await self._http.aclose()
 
     async def model(self) -> dict[str, Any]:
-        response = await self._send("GET", "/model")
-        card: dict[str, Any] = response.json()
-        return card
+        return card_of(await self._send("GET", "/model"))
 
     async def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         for attempt in range(self.retry.retries + 1):
             try:
-                async with self._limit:
-                    response = await self._http.request(method, path, **kwargs)
+                async with self._limit, self._http.stream(method, path, **kwargs) as streamed:
+                    answer = BoundedAnswer(streamed, self.timeout, self.max_answer_bytes)
+                    async for chunk in streamed.aiter_bytes():
+                        answer.add(chunk)
+                    response = answer.whole()
             except httpx.TransportError as exc:
                 delay = self._delay_after_failure(attempt, exc)
             else:
@@ -340,7 +345,7 @@ class AsyncDetectorClient(_Base):
 
         async def run(group: list[int]) -> list[ImageResult]:
             files = [("image", (uploads[k].filename, uploads[k].data)) for k in group]
-            return _results(await self._send("POST", "/detect", params=params, files=files))
+            return results_of(await self._send("POST", "/detect", params=params, files=files), len(group))
 
         found = await asyncio.gather(*(run(group) for group in self._groups(uploads)))
         return [result for group in found for result in group]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 CSV_HEADER = ("path", "width", "height", "class_name", "score", "x_min", "y_min", "x_max", "y_max", "error")
 
@@ -16,6 +16,12 @@ class Box(BaseModel):
     y_min: float
     x_max: float
     y_max: float
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Box:
+        if self.x_max < self.x_min or self.y_max < self.y_min:
+            raise ValueError(f"box corners out of order: {self.xyxy}")
+        return self
 
     @property
     def xyxy(self) -> tuple[float, float, float, float]:
