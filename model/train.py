@@ -48,7 +48,7 @@ from model.training.setup import (
     initial_network,
     load_bank,
     setup_distributed,
-    training_classes,
+    training_data,
     val_dataset,
 )
 from model.training.trainer import BatchLoss, Progress, Trainer
@@ -136,13 +136,16 @@ def train(args: argparse.Namespace, argv: Sequence[str] = ()) -> int:
     val_data = tuple(args.val_data or [root for root in args.data if not is_pack(root)])
     config = TrainConfig.from_args(args, command, val_data)
     resume = torch.load(args.resume, map_location="cpu", weights_only=True) if args.resume else None
+    start = time.perf_counter()
     if resume is not None:  # the same run: its own config, not this command line's
         detector = DetectorConfig.from_dict(resume["config"])
         saved = TrainConfig.from_dict(resume["config_train"]) if "config_train" in resume else config
         config = replace(saved, command=f"{saved.command} ; resumed with: {command}")
+        dataset, _ = training_data(config, detector.classes)
     else:
+        dataset, classes = training_data(config, config.classes)
         detector = DetectorConfig(
-            classes=training_classes(config),
+            classes=classes,
             input_size=args.input_size,
             neck_channels=args.neck_channels,
             head_hidden_channels=args.head_hidden_channels,
@@ -152,8 +155,8 @@ def train(args: argparse.Namespace, argv: Sequence[str] = ()) -> int:
     out.mkdir(parents=True, exist_ok=True)
     precision = Precision.choose(device, config.bf16, config.channels_last)
 
-    start = time.perf_counter()
-    bank, data_notes = load_bank(config, detector.classes, device, config.cache_side or detector.input_size)
+    canvas = config.cache_side or detector.input_size
+    bank, data_notes = load_bank(config, dataset, detector.classes, device, canvas)
     load_seconds = time.perf_counter() - start
     first, init = initial_network(config, detector)
     network: torch.nn.Module = first.to(device).to(memory_format=precision.memory_format)  # type: ignore[call-overload]

@@ -24,7 +24,7 @@ from model.data.base import (
     read_image,
 )
 from model.data.sources import describe, open_dataset, read_source
-from model.data.voc import list_samples, parse_annotation, read_xml
+from model.data.voc import devkit_records, list_samples, parse_annotation
 
 __all__ = [
     "DEFAULT_SPLIT_SEED",
@@ -53,9 +53,9 @@ class VOCDetection(DetectionDataset):
         transform: Callable[[Tensor, Annotation], Any] | None = None,
         classes: Sequence[str] = VOC_CLASSES,
     ) -> None:
-        records = [
-            read_xml(s.annotation_path, s.image_path, s.image_path.stem) for s in list_samples(roots, split)
-        ]
         super().__init__(
-            records, classes, f"{[str(r) for r in roots]} (VOCdevkit): split {split!r}", transform
+            devkit_records(roots, split),
+            classes,
+            f"{[str(r) for r in roots]} (VOCdevkit): split {split!r}",
+            transform,
         )

@@ -86,7 +86,7 @@ def read_source(
     kind = detect_format(path)
     declared: tuple[str, ...] | None = None
     if kind == "VOCdevkit":
-        records = voc.devkit_records(path, split)
+        records = voc.devkit_records([path], split)
         note = f"split {split!r} from ImageSets/Main: {len(records)} images"
         found = {n for r in records for n in r.names}
         declared = VOC_CLASSES if found <= set(VOC_CLASSES) else None

@@ -21,12 +21,17 @@ class VOCSample:
     annotation_path: Path
 
 
-def read_xml(path: Path, image_path: Path, image_id: str) -> Record:
-    """One VOC XML file as a :class:`Record`; a malformed file is an error naming it."""
+def parse_xml(path: Path) -> ET.Element:
     try:
-        root = ET.parse(path).getroot()
+        return ET.parse(path).getroot()
     except (ET.ParseError, OSError) as exc:
         raise DataError(f"{path}: not a readable VOC XML file ({exc})") from exc
+
+
+def read_xml(path: Path, image_path: Path, image_id: str, root: ET.Element | None = None) -> Record:
+    """One VOC XML file (``root``: already parsed) as a :class:`Record`; a malformed file is an
+    error naming it."""
+    root = parse_xml(path) if root is None else root
     size = root.find("size")
     try:
         width = int(float(size.findtext("width", "0"))) if size is not None else 0
@@ -93,9 +98,10 @@ def list_samples(roots: Sequence[str | Path], split: str) -> list[VOCSample]:
     return samples
 
 
-def devkit_records(root: Path, split: str) -> list[Record]:
+def devkit_records(roots: Sequence[str | Path], split: str) -> list[Record]:
+    """The split's images under VOCdevkit ``roots`` with their XMLs; a missing image is an error."""
     records = []
-    for sample in list_samples([root], split):
+    for sample in list_samples(roots, split):
         if not sample.image_path.is_file():
             raise DataError(f"{sample.annotation_path}: missing image {sample.image_path}")
         records.append(read_xml(sample.annotation_path, sample.image_path, sample.image_path.stem))
@@ -111,17 +117,15 @@ def folder_records(root: Path) -> tuple[list[Record], int]:
     records: list[Record] = []
     used: set[Path] = set()
     for xml in sorted(root.rglob("*.xml")):
-        try:
-            filename = (ET.parse(xml).getroot().findtext("filename") or "").strip()
-        except (ET.ParseError, OSError) as exc:
-            raise DataError(f"{xml}: not a readable VOC XML file ({exc})") from exc
+        parsed = parse_xml(xml)
+        filename = (parsed.findtext("filename") or "").strip()
         candidates = [xml.parent / filename] if filename else []
         image = next((c for c in candidates if c.is_file()), None)
         image = image or by_name.get(Path(filename).name) or by_stem.get(xml.stem)
         if image is None:
             raise DataError(f"{xml}: missing image {filename or xml.stem + '.*'} under {root}")
         used.add(image)
-        records.append(read_xml(xml, image, image.stem))
+        records.append(read_xml(xml, image, image.stem, parsed))
     negatives = [p for p in images if p not in used]
     for path in negatives:
         width, height = image_size(path)
@@ -129,8 +133,3 @@ def folder_records(root: Path) -> tuple[list[Record], int]:
     if not records:
         raise DataError(f"{root}: no images or VOC XML files found")
     return records, len(negatives)
-
-
-def voc_names(records: Sequence[Record]) -> tuple[str, ...]:
-    """The names a VOC-style source uses, sorted (XML declares no class list of its own)."""
-    return tuple(sorted({name for record in records for name in record.names}))

@@ -8,11 +8,13 @@ classes keeps the shipped box and objectness channels.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -24,7 +26,7 @@ from model import hardware
 from model.checkpoint import load_weights
 from model.config import DetectorConfig
 from model.data import DetectionDataset, open_dataset
-from model.data.pack import decode_packed, is_pack, read_pack
+from model.data.pack import INDEX_FILE, decode_packed, is_pack, read_pack
 from model.network import BOX_CHANNELS, GridDetector, build_network
 from model.training.augment import ImageBank, build_bank
 from model.training.config import TrainConfig
@@ -74,32 +76,38 @@ class Precision:
         return cls(autocast, torch.channels_last if use_cl else torch.contiguous_format)
 
 
-def training_classes(config: TrainConfig) -> tuple[str, ...]:
-    """``--classes``, else the class list of the training data (a pack's, or what the data declares)."""
-    if config.classes:
-        return config.classes
-    packs = [root for root in config.data if is_pack(root)]
+def training_data(
+    config: TrainConfig, classes: Sequence[str] | None
+) -> tuple[DetectionDataset | None, tuple[str, ...]]:
+    """The training split of every ``--data`` that is not a pack, opened once, and the class list:
+    ``classes`` when given (``--classes``, or a resumed run's), else the data's, else the first pack's."""
     others = [root for root in config.data if not is_pack(root)]
-    if others:
-        return open_dataset(
-            others, config.train_split, None, config.split_fraction, config.split_seed
-        ).classes
-    import json
-    from pathlib import Path
-
-    return tuple(json.loads((Path(packs[0]) / "index.json").read_text())["classes"])
+    dataset = (
+        open_dataset(others, config.train_split, classes, config.split_fraction, config.split_seed)
+        if others
+        else None
+    )
+    if classes:
+        return dataset, tuple(classes)
+    if dataset is not None:
+        return dataset, dataset.classes
+    first_pack = next(Path(root) for root in config.data if is_pack(root))
+    return None, tuple(json.loads((first_pack / INDEX_FILE).read_text())["classes"])
 
 
 def load_bank(
-    config: TrainConfig, classes: Sequence[str], device: torch.device, canvas: int
+    config: TrainConfig,
+    dataset: DetectionDataset | None,
+    classes: Sequence[str],
+    device: torch.device,
+    canvas: int,
 ) -> tuple[ImageBank, list[str]]:
-    """Every training image decoded once into a uint8 bank on ``device`` (:mod:`model.training.augment`),
-    and a line per source saying what was read."""
+    """Every training image (the packs of ``config.data``, then ``dataset``) decoded once into a uint8
+    bank on ``device`` (:mod:`model.training.augment`), and a line per source saying what was read."""
     images: list[Tensor] = []
     boxes: list[Tensor] = []
     labels: list[Tensor] = []
     notes: list[str] = []
-    others = [root for root in config.data if not is_pack(root)]
     for root in config.data:
         if is_pack(root):
             packed = read_pack(root, classes)
@@ -107,8 +115,7 @@ def load_bank(
             boxes += [item.boxes_xyxy for item in packed]
             labels += [item.labels for item in packed]
             notes.append(f"{root} (pack): {len(packed)} images")
-    if others:
-        dataset = open_dataset(others, config.train_split, classes, config.split_fraction, config.split_seed)
+    if dataset is not None:
         notes.append(dataset.description)
         for index in tqdm(range(len(dataset)), desc="decode", leave=False, disable=not sys.stderr.isatty()):
             image, annotation = dataset[index]
