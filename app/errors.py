@@ -20,5 +20,6 @@ class ClientError(Exception):
 class Unavailable(ClientError):
     """503: the service cannot take the request now (overloaded, not ready, draining); retry later."""
 
-    def __init__(self, detail: str, retry_after: int) -> None:
-        super().__init__(503, f"{detail}; retry after {retry_after} s", {"Retry-After": str(retry_after)})
+    def __init__(self, detail: str, retry_after: int, headers: dict[str, str] | None = None) -> None:
+        extra = {"Retry-After": str(retry_after), **(headers or {})}
+        super().__init__(503, f"{detail}; retry after {retry_after} s", extra)

@@ -27,12 +27,18 @@ from app.serving.draining import install_drain_handler
 from app.serving.loading import load_service
 from app.serving.service import DetectorService, InFlight
 from app.serving.state import Lifecycle
+from app.serving.uploads import Uploads
 from app.settings import Settings
 
 
 @contextlib.asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     install_drain_handler(app)
+    settings: Settings = app.state.settings
+    # Made here, in the serving loop, since its abort event belongs to one loop.
+    app.state.uploads = Uploads(
+        settings.max_uploads, settings.max_uploads_per_client, settings.upload_budget_bytes
+    )
     loading = asyncio.create_task(load_service(app))
     try:
         yield
@@ -66,6 +72,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = Metrics()
     app.state.service = None
     app.state.inflight = InFlight()
+    app.state.uploads = Uploads(
+        settings.max_uploads, settings.max_uploads_per_client, settings.upload_budget_bytes
+    )
     app.state.draining_task = None
     install_error_handlers(app, app.state.metrics)
     app.include_router(router)

@@ -8,7 +8,14 @@ Dockerfile and the tests do). What it adds, before a request reaches the app:
 - a size limit on the request head: headers over ``DETECTOR_MAX_HEADER_BYTES`` get 431, a
   request target (path and query) over ``DETECTOR_MAX_URL_BYTES`` gets 414;
 - a JSON ``{"detail": ...}`` body for these and for unparseable requests (400), as the app
-  answers everything else.
+  answers everything else;
+- early answers that leave the connection usable: when the app answers before it has read the
+  whole body (a bad query, a wrong key, overload), the rest of that body is read and dropped as
+  body (never counted as the next request's head), up to ``DETECTOR_MAX_UPLOAD_BYTES`` and
+  ``DETECTOR_HEADER_TIMEOUT_SECONDS``; past either, or when the answer closes the connection
+  (``Connection: close``), the connection closes *lingering*: the answer is flushed, the write
+  side shut, and what the client still sends is dropped for a moment before the socket closes,
+  so that the client reads the answer instead of a TCP reset.
 """
 
 from __future__ import annotations
@@ -51,6 +58,27 @@ def refusal(status: int, detail: str) -> bytes:
     return head.encode("ascii") + body
 
 
+class _LingeringTransport:
+    """The connection's transport as uvicorn's request cycles see it: ``close()`` while the
+    request's body is still arriving becomes a lingering close (see :meth:`GuardedHttpTools.linger`)."""
+
+    def __init__(self, transport: asyncio.Transport, protocol: GuardedHttpTools) -> None:
+        self._transport = transport
+        self._protocol = protocol
+
+    def close(self) -> None:
+        if self._protocol.body_unread():
+            self._protocol.linger()
+        else:
+            self._transport.close()
+
+    def is_closing(self) -> bool:
+        return self._protocol.lingering or self._transport.is_closing()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
 class GuardedHttpTools(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -63,7 +91,19 @@ class GuardedHttpTools(HttpToolsProtocol):
         self._header_total = 0
         self._head_timer: asyncio.TimerHandle | None = None
         self._refusal: tuple[int, str] | None = None
-        self._refused = False
+        self._refused = False  # a lingering close is under way: what arrives is dropped
+        self._message_done = True  # the current request's body has been read to its end
+        self._discarded = 0  # body bytes dropped after an early answer
+        self._discard_timer: asyncio.TimerHandle | None = None
+        self.max_discard_bytes = settings.max_upload_bytes
+
+    @property
+    def lingering(self) -> bool:
+        return self._refused
+
+    def body_unread(self) -> bool:
+        """The current request's body has not all arrived (its answer was given early)."""
+        return not self._message_done and self.parser is not None
 
     # --- the head phase: from connection (or the previous response) to the end of the headers
 
@@ -93,28 +133,68 @@ class GuardedHttpTools(HttpToolsProtocol):
         )
 
     def _refuse(self, status: int, detail: str) -> None:
-        """Answer and close. The rest of what the client is sending is read and dropped for a
-        moment first (a lingering close): closing with unread data would reset the connection
-        and the client could lose the answer."""
+        """Answer and close, lingering."""
+        self.logger.warning("refused before the app: %d %s", status, detail)
+        self.transport.write(refusal(status, detail))
+        self.linger()
+
+    def linger(self) -> None:
+        """Close after what was written is flushed: shut the write side, then read and drop what
+        the client still sends for a moment before closing. Closing with unread data would reset
+        the connection, and the client could lose the answer."""
+        if self._refused:
+            return
         self._in_head = False
         self._refused = True
         self._cancel_head_timer()
-        self.logger.warning("refused before the app: %d %s", status, detail)
-        self.transport.write(refusal(status, detail))
-        if self.transport.can_write_eof():
-            self.transport.write_eof()
-            self.loop.call_later(LINGER_SECONDS, self.transport.close)
+        self._cancel_discard_timer()
+        transport = self._raw_transport
+        if transport.is_closing():
+            return
+        transport.resume_reading()
+        if transport.can_write_eof():
+            transport.write_eof()
+            self.loop.call_later(LINGER_SECONDS, transport.close)
         else:
-            self.transport.close()
+            transport.close()
+
+    # --- after an early answer: the rest of its body is dropped, bounded in bytes and time
+
+    def _start_discarding(self) -> None:
+        self._discarded = 0
+        self._cancel_discard_timer()
+        self._discard_timer = self.loop.call_later(self.header_timeout, self.linger)
+
+    def _cancel_discard_timer(self) -> None:
+        if self._discard_timer is not None:
+            self._discard_timer.cancel()
+            self._discard_timer = None
+
+    def on_body(self, body: bytes) -> None:
+        if self.cycle is not None and self.cycle.response_complete:
+            self._discarded += len(body)
+            if self._discarded > self.max_discard_bytes:
+                self.linger()
+            return
+        super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        self._message_done = True
+        super().on_message_complete()
+        if self._discard_timer is not None:  # the dropped body ended: on to the next request
+            self._cancel_discard_timer()
+            self._start_head()
 
     # --- uvicorn's protocol hooks
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        self._raw_transport = transport
+        super().connection_made(_LingeringTransport(transport, self))  # type: ignore[arg-type]
         self._start_head()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_head_timer()
+        self._cancel_discard_timer()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -146,6 +226,7 @@ class GuardedHttpTools(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._header_total = 0
+        self._message_done = False
 
     def on_header(self, name: bytes, value: bytes) -> None:
         super().on_header(name, value)
@@ -161,5 +242,9 @@ class GuardedHttpTools(HttpToolsProtocol):
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        if not self.transport.is_closing():
+        if self.transport.is_closing():
+            return
+        if self._message_done:
             self._start_head()
+        else:  # answered early: the rest of the body is body, not the next request's head
+            self._start_discarding()

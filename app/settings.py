@@ -33,8 +33,18 @@ class Settings(BaseSettings):
     decode_pixel_budget: Annotated[int, Field(ge=1)] = 80_000_000
     decode_timeout_seconds: Annotated[float, Field(gt=0.0)] = 10.0
     decode_threads: Annotated[int, Field(ge=1)] = 4
+    # A request holds an in-flight slot once its body is in; while the body arrives it holds an
+    # upload slot: at most max_uploads at once, holding upload_budget_bytes of body together, and
+    # max_uploads_per_client from one address (0, the default: no cap, since behind a proxy or NAT,
+    # or from one Frigate with many cameras, every client has the same address).
     max_inflight_requests: Annotated[int, Field(ge=1)] = 32
+    max_uploads: Annotated[int, Field(ge=1)] = 256
+    upload_budget_bytes: Annotated[int, Field(ge=1)] = 640 * 1024 * 1024
+    max_uploads_per_client: Annotated[int, Field(ge=0)] = 0
     body_timeout_seconds: Annotated[float, Field(gt=0.0)] = 60.0
+    # After its first upload_grace_seconds a body must average this rate or get 408 (0: no minimum).
+    min_upload_bytes_per_second: Annotated[float, Field(ge=0.0)] = 10_000.0
+    upload_grace_seconds: Annotated[float, Field(ge=0.0)] = 5.0
     # Read by the HTTP protocol (app.protocol), before a request reaches the app.
     header_timeout_seconds: Annotated[float, Field(gt=0.0)] = 10.0
     max_header_bytes: Annotated[int, Field(ge=1024)] = 65_536

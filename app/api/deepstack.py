@@ -18,16 +18,27 @@ from __future__ import annotations
 import hmac
 import math
 import time
+from collections.abc import Callable
 from email.utils import formatdate
 from typing import Annotated
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
-from app.api.deps import BearerKey, HeaderKey, InFlightDep, MetricsDep, ServiceDep, SettingsDep, offered_keys
-from app.api.pipeline import admitted, decode_parts, predict, read_request, results
+from app.api.deps import (
+    BearerKey,
+    HeaderKey,
+    InFlightDep,
+    MetricsDep,
+    ServiceDep,
+    SettingsDep,
+    UploadsDep,
+    offered_keys,
+)
+from app.api.pipeline import PREFIX_BYTES, admitted, decode_parts, predict, read_request, results
 from app.api.schemas import error_responses
 from app.errors import ClientError
+from app.imaging.multipart import leading_fields
 from app.logs import request_id
 from model.config import VOC_CLASSES
 
@@ -125,13 +136,27 @@ def form_field(fields: dict[str, list[str]], name: str) -> str:
     return values[0] if values else ""
 
 
-def check_key(headers: list[str], fields: dict[str, list[str]], expected: str | None) -> None:
-    api_key = form_field(fields, "api_key")
-    if expected is None:
-        return
-    offered = [*headers, api_key.strip()]
-    if not any(hmac.compare_digest(key.encode(), expected.encode()) for key in offered):
-        raise ClientError(401, "missing or wrong API key; send the form field api_key=<key>")
+def key_matches(offered: list[str], expected: str) -> bool:
+    # Every offered key is compared (in constant time each): the time tells nothing of which matched.
+    return any([hmac.compare_digest(key.encode(), expected.encode()) for key in offered])
+
+
+def form_key_check(content_type: str, expected: str) -> Callable[[bytes], None]:
+    """The check of the body's first bytes when no header carried the key: the ``api_key`` field
+    must come before the image (as ``requests``' ``data=`` puts it) within :data:`PREFIX_BYTES`,
+    so that a request without the key is refused before its image is read."""
+
+    def check(prefix: bytes) -> None:
+        fields = leading_fields(prefix, content_type)
+        if not key_matches([form_field(fields, "api_key").strip()], expected):
+            raise ClientError(
+                401,
+                "missing or wrong API key; send the form field api_key=<key> before the image (within "
+                f"the body's first {PREFIX_BYTES // 1024} KiB), or a header 'X-API-Key: <key>' or "
+                "'Authorization: Bearer <key>'",
+            )
+
+    return check
 
 
 def min_confidence(fields: dict[str, list[str]], default: float) -> float:
@@ -180,15 +205,22 @@ async def detection(
     settings: SettingsDep,
     metrics: MetricsDep,
     inflight: InFlightDep,
+    uploads: UploadsDep,
     header_key: HeaderKey,
     bearer: BearerKey,
 ) -> DeepStackResponse:
     start = time.perf_counter()
+    check = None
+    if settings.api_key is not None:
+        expected = settings.api_key.get_secret_value().strip()
+        if not key_matches(offered_keys(header_key, bearer), expected):  # headers first, then the form
+            check = form_key_check(request.headers.get("content-type", ""), expected)
+    parts, fields = await read_request(
+        request, service, settings, uploads, metrics, "this route takes one image", check
+    )
+    form_field(fields, "api_key")  # given twice: ambiguous, 400
+    threshold = min_confidence(fields, settings.score_threshold)
     async with admitted(service, settings, inflight, metrics):
-        parts, fields = await read_request(request, service, settings, "this route takes one image")
-        expected = settings.api_key.get_secret_value().strip() if settings.api_key else None
-        check_key(offered_keys(header_key, bearer), fields, expected)  # before any decoding
-        threshold = min_confidence(fields, settings.score_threshold)
         decoded = await decode_parts(service, settings, parts, fields)
         params = service.defaults.with_overrides(score_threshold=threshold)
         prediction = await predict(service, settings, decoded, params)

@@ -15,6 +15,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from app.metrics import Metrics
 from app.serving.service import DetectorService, InFlight
 from app.serving.state import Lifecycle, Phase
+from app.serving.uploads import Uploads
 from app.settings import Settings
 
 
@@ -38,7 +39,13 @@ async def get_inflight(request: Request) -> InFlight:
     return inflight
 
 
+async def get_uploads(request: Request) -> Uploads:
+    uploads: Uploads = request.app.state.uploads
+    return uploads
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+UploadsDep = Annotated[Uploads, Depends(get_uploads)]
 ReadinessDep = Annotated[Lifecycle, Depends(get_readiness)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 InFlightDep = Annotated[InFlight, Depends(get_inflight)]

@@ -1,11 +1,12 @@
 """A detection request in steps, shared by ``/detect`` and the DeepStack-compatible route:
 
-1. :func:`admitted`: refuse at once (503) when too many requests are in flight or the queue is
-   full, else count the request in flight (draining waits for it);
-2. :func:`decode_request`: read the body (bounded in bytes and time), split it into image parts
-   and form fields (:func:`read_request`), and decode each image fitted to the network
-   (:func:`decode_parts`, :mod:`app.imaging.decode_pool`);
-3. :func:`predict`: the images through the dynamic batcher;
+1. :func:`read_request`: with an upload slot (:mod:`app.serving.uploads`; 503 at once when none
+   is free or the queue is full), read the body (bounded in bytes, time and rate), optionally
+   check its first bytes (the DeepStack form key), and split it into image parts and form fields;
+2. :func:`admitted`: once the body is in, refuse at once (503) when too many requests are in
+   flight, else count the request in flight (draining waits for it);
+3. :func:`decode_parts`: decode each image fitted to the network (:mod:`app.imaging.decode_pool`);
+   :func:`predict`: the images through the dynamic batcher;
 4. encode the response: :func:`results` (JSON results per image) or :func:`render` (the one image
    with its boxes drawn, off the event loop).
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from starlette.requests import Request
@@ -27,10 +28,11 @@ from torchvision.io import encode_jpeg, encode_png
 from app.api.schemas import Box, Detection, ImageResult
 from app.errors import ClientError, Unavailable
 from app.imaging.decoding import EncodedJpeg, Prepared
-from app.imaging.upload import ImagePart, image_parts, read_body
+from app.imaging.upload import BodyLimits, BodyReader, ImagePart, image_parts
 from app.metrics import Metrics
 from app.serving.batching import BatchFailed, Overloaded
 from app.serving.service import DetectorService, InFlight
+from app.serving.uploads import Uploads, UploadsFull
 from app.settings import Settings
 from model.config import DetectParams
 from model.draw import draw_detections
@@ -58,10 +60,6 @@ async def admitted(
     if inflight.count >= settings.max_inflight_requests:
         metrics.rejected.inc()
         raise Unavailable(f"{inflight.count} requests in progress", settings.retry_after_seconds)
-    try:
-        service.batcher.check_capacity()
-    except Overloaded as exc:
-        raise Unavailable("overloaded", settings.retry_after_seconds) from exc
     inflight.enter()
     try:
         yield
@@ -69,21 +67,67 @@ async def admitted(
         inflight.leave()
 
 
+def _check_queue(service: DetectorService, settings: Settings, images: int = 1) -> None:
+    try:
+        service.batcher.check_capacity(images)
+    except Overloaded as exc:
+        raise Unavailable("overloaded", settings.retry_after_seconds) from exc
+
+
+# Bytes of a body that a prefix check (the DeepStack form key) may read before deciding.
+PREFIX_BYTES = 65_536
+
+
 async def read_request(
-    request: Request, service: DetectorService, settings: Settings, single: str | None = None
+    request: Request,
+    service: DetectorService,
+    settings: Settings,
+    uploads: Uploads,
+    metrics: Metrics,
+    single: str | None = None,
+    check_prefix: Callable[[bytes], None] | None = None,
 ) -> tuple[list[ImagePart], dict[str, list[str]]]:
-    """The body (bounded in bytes and time) split into image parts and text fields. ``single``:
-    the 422 message when there is not exactly one image."""
-    body = await read_body(request, settings.max_upload_bytes, settings.body_timeout_seconds)
+    """The body split into image parts and text fields, read while holding an upload slot.
+
+    ``single``: the 422 message when there is not exactly one image. ``check_prefix``: called with
+    the body's first :data:`PREFIX_BYTES` (or all of a shorter one) before the rest is read; it
+    raises to refuse."""
+    _check_queue(service, settings)
+    client = request.client.host if request.client else "-"
+    try:
+        uploads.enter(client)
+    except UploadsFull as exc:
+        metrics.rejected.inc()
+        raise Unavailable(str(exc), settings.retry_after_seconds) from exc
+    held = 0
+
+    def hold(size: int) -> None:
+        nonlocal held
+        uploads.hold(size)
+        held += size
+
+    try:
+        limits = BodyLimits(
+            settings.max_upload_bytes,
+            settings.body_timeout_seconds,
+            settings.min_upload_bytes_per_second,
+            settings.upload_grace_seconds,
+        )
+        reader = BodyReader(request, limits, uploads.abort, hold)
+        if check_prefix is not None:
+            check_prefix(await reader.read_until(PREFIX_BYTES))
+        body = await reader.read_all()
+    except UploadsFull as exc:
+        metrics.rejected.inc()
+        raise Unavailable(str(exc), settings.retry_after_seconds, {"Connection": "close"}) from exc
+    finally:
+        uploads.leave(client, held)
     # Splitting a 20 MB multipart body takes about 20 ms: not on the event loop.
     parts, fields = await asyncio.to_thread(image_parts, request, body, settings.max_images_per_request)
     del body
     if single is not None and len(parts) != 1:
         raise ClientError(422, f"{single}; send exactly one image, not {len(parts)}")
-    try:
-        service.batcher.check_capacity(len(parts))
-    except Overloaded as exc:
-        raise Unavailable("overloaded", settings.retry_after_seconds) from exc
+    _check_queue(service, settings, len(parts))
     return parts, fields
 
 
@@ -99,19 +143,6 @@ async def decode_parts(
     start = time.perf_counter()
     images = await service.decoder.prepare(parts, keep_full, settings.device_decode and not keep_full)
     return DecodedRequest(parts, fields, images, (time.perf_counter() - start) * 1000)
-
-
-async def decode_request(
-    request: Request,
-    service: DetectorService,
-    settings: Settings,
-    *,
-    keep_full: bool = False,
-    single: str | None = None,
-) -> DecodedRequest:
-    """:func:`read_request` then :func:`decode_parts`."""
-    parts, fields = await read_request(request, service, settings, single)
-    return await decode_parts(service, settings, parts, fields, keep_full)
 
 
 async def predict(

@@ -18,9 +18,10 @@ from app.api.deps import (
     ReadinessDep,
     ServiceDep,
     SettingsDep,
+    UploadsDep,
     require_api_key,
 )
-from app.api.pipeline import admitted, decode_request, predict, render, results
+from app.api.pipeline import admitted, decode_parts, predict, read_request, render, results
 from app.api.schemas import (
     DetectResponse,
     ErrorResponse,
@@ -36,6 +37,7 @@ from app.api.schemas import (
 from app.errors import ClientError
 from app.metrics import Metrics
 from app.serving.service import DetectorService, InFlight
+from app.serving.uploads import Uploads
 from app.settings import Settings
 from model.config import DetectParams
 
@@ -132,6 +134,7 @@ async def detect(
     settings: SettingsDep,
     metrics: MetricsDep,
     inflight: InFlightDep,
+    uploads: UploadsDep,
     score_threshold: ScoreThreshold = None,
     iou_threshold: IouThreshold = None,
     max_detections: MaxDetections = None,
@@ -149,9 +152,12 @@ async def detect(
     class_names, class_ids = parse_classes(classes, service.classes)
     params = service.defaults.with_overrides(score_threshold, iou_threshold, max_detections, class_ids)
     if output_format != "json":
-        return await detect_drawn(request, service, settings, metrics, inflight, params, output_format)
+        return await detect_drawn(
+            request, service, settings, metrics, inflight, uploads, params, output_format
+        )
+    parts, fields = await read_request(request, service, settings, uploads, metrics)
     async with admitted(service, settings, inflight, metrics):
-        decoded = await decode_request(request, service, settings)
+        decoded = await decode_parts(service, settings, parts, fields)
         prediction = await predict(service, settings, decoded, params)
     return DetectResponse(
         model=ModelRef(name=service.predictor.config.name, version=service.weights.version),
@@ -176,14 +182,16 @@ async def detect_drawn(
     settings: Settings,
     metrics: Metrics,
     inflight: InFlight,
+    uploads: Uploads,
     params: DetectParams,
     output_format: str,
 ) -> Response:
     """``format=image|jpeg|png``: the one image with its boxes drawn. It holds a full-resolution
     image until encoded, so drawn answers are made one at a time (the draw lane)."""
+    single = f"format={output_format} returns one drawn image"
+    parts, fields = await read_request(request, service, settings, uploads, metrics, single)
     async with admitted(service, settings, inflight, metrics), service.draw_lane:
-        single = f"format={output_format} returns one drawn image"
-        decoded = await decode_request(request, service, settings, keep_full=True, single=single)
+        decoded = await decode_parts(service, settings, parts, fields, keep_full=True)
         prediction = await predict(service, settings, decoded, params)
         results(decoded, prediction, service.classes, metrics)  # counted like JSON answers
         encoded = await render(service, decoded, prediction, png=output_format == "png")
@@ -211,6 +219,7 @@ async def detect_image(
     settings: SettingsDep,
     metrics: MetricsDep,
     inflight: InFlightDep,
+    uploads: UploadsDep,
     score_threshold: ScoreThreshold = None,
     iou_threshold: IouThreshold = None,
     max_detections: MaxDetections = None,
@@ -221,7 +230,7 @@ async def detect_image(
     generated client, which reads one kind of answer per operation, decodes it as binary."""
     _, class_ids = parse_classes(classes, service.classes)
     params = service.defaults.with_overrides(score_threshold, iou_threshold, max_detections, class_ids)
-    return await detect_drawn(request, service, settings, metrics, inflight, params, output_format)
+    return await detect_drawn(request, service, settings, metrics, inflight, uploads, params, output_format)
 
 
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)

@@ -22,12 +22,17 @@ class TooManyParts(MultipartError):
     pass
 
 
+class _FirstFile(Exception):
+    """Raised inside the parser to stop at the first file part (see :func:`leading_fields`)."""
+
+
 @dataclass
 class Part:
     name: str
     filename: str | None  # None for a plain form field
     data: bytes = b""
     _pieces: list[bytes | memoryview] = field(default_factory=list, repr=False)
+    _ended: bool = field(default=False, repr=False)
 
 
 def _text(value: bytes) -> str:
@@ -37,6 +42,26 @@ def _text(value: bytes) -> str:
 def split_multipart(body: bytes, content_type: str, max_parts: int) -> list[Part]:
     """The parts of ``body`` in order; raises :class:`MultipartError` (or :class:`TooManyParts`
     once more than ``max_parts`` have begun)."""
+    return _parse(body, content_type, max_parts, prefix=False)
+
+
+def leading_fields(prefix: bytes, content_type: str, max_parts: int = 64) -> dict[str, list[str]]:
+    """The text fields that end, in the first bytes ``prefix`` of a multipart body, before its first
+    file part (what a client sends ahead of its image, as ``requests`` does with ``data=``).
+    A malformed or unfinished prefix gives the fields found so far."""
+    try:
+        parts = _parse(prefix, content_type, max_parts, prefix=True)
+    except MultipartError:
+        return {}
+    fields: dict[str, list[str]] = {}
+    for part in parts:
+        fields.setdefault(part.name, []).append(_text(part.data))
+    return fields
+
+
+def _parse(body: bytes, content_type: str, max_parts: int, prefix: bool) -> list[Part]:
+    """The parts of ``body``; with ``prefix``: only the text parts that end before a file part
+    begins (``body`` may stop anywhere)."""
     _, options = parse_options_header(content_type)
     boundary = options.get(b"boundary")
     if not boundary:
@@ -68,6 +93,8 @@ def split_multipart(body: bytes, content_type: str, max_parts: int) -> list[Part
         if b"name" not in params:
             raise MultipartError("a part has no Content-Disposition name")
         filename = params.get(b"filename")
+        if prefix and filename is not None:
+            raise _FirstFile
         parts.append(Part(_text(params[b"name"]), None if filename is None else _text(filename)))
         if len(parts) > max_parts:
             raise TooManyParts(f"more than {max_parts} parts")
@@ -81,6 +108,7 @@ def split_multipart(body: bytes, content_type: str, max_parts: int) -> list[Part
         part = parts[-1]
         part.data = b"".join(part._pieces)
         part._pieces.clear()
+        part._ended = True
 
     callbacks = {
         "on_part_begin": on_part_begin,
@@ -94,11 +122,16 @@ def split_multipart(body: bytes, content_type: str, max_parts: int) -> list[Part
     try:
         parser = MultipartParser(boundary, callbacks)  # type: ignore[arg-type]
         parser.write(body)
-        parser.finalize()
+        if not prefix:
+            parser.finalize()
+    except _FirstFile:
+        pass
     except MultipartError:
         raise
     except Exception as exc:  # the parser's own errors on malformed input
         raise MultipartError(str(exc) or type(exc).__name__) from exc
+    if prefix:  # a field the prefix ends inside is not known whole
+        return [part for part in parts if part._ended]
     if parts and parts[-1]._pieces:
         raise MultipartError("the body ends inside a part")
     return parts

@@ -1,5 +1,7 @@
-"""Draining on SIGTERM: ``/readyz`` turns ``draining``, new detections get 503, requests in
-flight finish (up to ``DETECTOR_DRAIN_TIMEOUT_SECONDS``), then the server stops and exits 0."""
+"""Draining on SIGTERM: ``/readyz`` turns ``draining``, new detections get 503, uploads under way
+and requests in flight finish (up to ``DETECTOR_DRAIN_TIMEOUT_SECONDS`` in all), then the server
+stops and exits 0. Bodies still arriving at the timeout are aborted (503, ``Connection: close``):
+a slow upload cannot hold the shutdown past the drain timeout."""
 
 from __future__ import annotations
 
@@ -15,6 +17,9 @@ from fastapi import FastAPI
 from app.settings import Settings
 
 log = logging.getLogger("app")
+
+# After the drain timeout: how long the aborted uploads and the requests in flight get to answer.
+ABORT_GRACE_SECONDS = 2.0
 
 
 def install_drain_handler(app: FastAPI) -> None:
@@ -40,12 +45,30 @@ def install_drain_handler(app: FastAPI) -> None:
 
 def _start_drain(app: FastAPI, previous: Any, signum: int, frame: FrameType | None) -> None:
     app.state.readiness.drain()
-    log.info("SIGTERM: draining (%d requests in flight)", app.state.inflight.count)
+    log.info(
+        "SIGTERM: draining (%d uploads under way, %d requests in flight)",
+        app.state.uploads.count,
+        app.state.inflight.count,
+    )
+
+    async def settled() -> None:
+        # Uploads first: an upload that ends becomes a request in flight, with no pause between.
+        await app.state.uploads.wait_idle()
+        await app.state.inflight.wait_idle()
 
     async def drain() -> None:
         settings: Settings = app.state.settings
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(app.state.inflight.wait_idle(), settings.drain_timeout_seconds)
+        try:
+            await asyncio.wait_for(settled(), settings.drain_timeout_seconds)
+        except TimeoutError:
+            log.warning(
+                "drain timeout: aborting %d uploads still under way (%d requests in flight)",
+                app.state.uploads.count,
+                app.state.inflight.count,
+            )
+            app.state.uploads.abort.set()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(settled(), ABORT_GRACE_SECONDS)
         await asyncio.sleep(settings.drain_delay_seconds)
         log.info("drained; shutting down")
         _stop_server(previous, signum, frame)

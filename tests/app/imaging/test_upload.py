@@ -8,7 +8,7 @@ import httpx
 import pytest
 from starlette.requests import Request
 
-from app.imaging.upload import ImagePart, UploadError, image_parts, read_body
+from app.imaging.upload import BodyLimits, BodyReader, ImagePart, UploadError, image_parts, read_body
 
 
 def request_of(body: bytes, content_type: str | None, chunks: int = 1, delay: float = 0.0) -> Request:
@@ -84,3 +84,51 @@ def test_read_body_gives_up_on_a_body_that_does_not_arrive():
     with pytest.raises(UploadError) as caught:
         asyncio.run(read_body(request_of(b"x" * 100, "image/jpeg", chunks=10, delay=0.05), 1000, timeout=0.2))
     assert caught.value.status == 408 and "DETECTOR_BODY_TIMEOUT_SECONDS" in caught.value.detail
+
+
+def test_a_body_below_the_minimum_rate_after_the_grace_gets_408():
+    limits = BodyLimits(10_000, timeout_s=5.0, min_rate=1_000.0, grace_s=0.2)
+    drip = request_of(b"x" * 40, "image/jpeg", chunks=40, delay=0.05)  # 20 bytes/s
+    with pytest.raises(UploadError) as caught:
+        asyncio.run(BodyReader(drip, limits).read_all())
+    assert caught.value.status == 408 and "DETECTOR_MIN_UPLOAD_BYTES_PER_SECOND" in caught.value.detail
+    fast = request_of(b"x" * 4000, "image/jpeg", chunks=4, delay=0.05)  # 20,000 bytes/s
+    assert len(asyncio.run(BodyReader(fast, limits).read_all())) == 4000
+
+
+def test_an_abort_ends_a_body_still_arriving_with_503():
+    async def run() -> UploadError:
+        abort = asyncio.Event()
+        reader = BodyReader(
+            request_of(b"x" * 100, "image/jpeg", chunks=10, delay=0.1), BodyLimits(1000), abort
+        )
+        asyncio.get_running_loop().call_later(0.25, abort.set)
+        with pytest.raises(UploadError) as caught:
+            await reader.read_all()
+        return caught.value
+
+    error = asyncio.run(run())
+    assert error.status == 503 and error.headers and error.headers["Connection"] == "close"
+
+
+def test_read_until_reads_a_prefix_and_read_all_the_rest():
+    async def run() -> tuple[bytes, bytes]:
+        reader = BodyReader(request_of(bytes(range(100)), "image/jpeg", chunks=10), BodyLimits(1000))
+        return await reader.read_until(25), await reader.read_all()
+
+    prefix, whole = asyncio.run(run())
+    assert 25 <= len(prefix) < 100 and whole.startswith(prefix) and len(whole) == 100
+
+
+def test_each_chunk_is_told_so_a_budget_can_refuse_it():
+    sizes: list[int] = []
+
+    def on_chunk(size: int) -> None:
+        sizes.append(size)
+        if sum(sizes) > 50:
+            raise UploadError(503, "budget")
+
+    reader = BodyReader(request_of(b"x" * 100, "image/jpeg", chunks=10), BodyLimits(1000), on_chunk=on_chunk)
+    with pytest.raises(UploadError):
+        asyncio.run(reader.read_all())
+    assert sum(sizes) == 60
