@@ -35,7 +35,7 @@ from app.api.deps import (
     UploadsDep,
     offered_keys,
 )
-from app.api.pipeline import PREFIX_BYTES, admitted, decode_parts, predict, read_request, results
+from app.api.pipeline import PREFIX_BYTES, admitted, detect_parts, read_request, results
 from app.api.schemas import error_responses
 from app.errors import ClientError
 from app.imaging.multipart import leading_fields
@@ -220,22 +220,21 @@ async def detection(
     )
     form_field(fields, "api_key")  # given twice: ambiguous, 400
     threshold = min_confidence(fields, settings.score_threshold)
+    params = service.defaults.with_overrides(score_threshold=threshold)
     async with admitted(service, settings, inflight, metrics):
-        decoded = await decode_parts(service, settings, parts, fields)
-        params = service.defaults.with_overrides(score_threshold=threshold)
-        prediction = await predict(service, settings, decoded, params)
+        decoded, prediction = await detect_parts(request, service, settings, parts, fields, params)
     (result,) = results(decoded, prediction, service.classes, metrics)
     # Only the VOC names are renamed; a model of one's own classes answers its card's names.
     renamed = DEEPSTACK_LABELS if service.classes == VOC_CLASSES else {}
-    capped = result.detections[: settings.deepstack_max_predictions]  # sorted by score: the best kept
+    capped = result["detections"][: settings.deepstack_max_predictions]  # sorted by score: the best kept
     predictions = [
         Prediction(
-            label=renamed.get(d.class_name, d.class_name),
-            confidence=d.score,
-            x_min=math.floor(d.box.x_min),
-            y_min=math.floor(d.box.y_min),
-            x_max=math.ceil(d.box.x_max),
-            y_max=math.ceil(d.box.y_max),
+            label=renamed.get(d["class_name"], d["class_name"]),
+            confidence=d["score"],
+            x_min=math.floor(d["box"]["x_min"]),
+            y_min=math.floor(d["box"]["y_min"]),
+            x_max=math.ceil(d["box"]["x_max"]),
+            y_max=math.ceil(d["box"]["y_max"]),
         )
         for d in capped
     ]

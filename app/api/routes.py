@@ -3,6 +3,7 @@ route is in :mod:`app.api.deepstack`)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -21,17 +22,14 @@ from app.api.deps import (
     UploadsDep,
     require_api_key,
 )
-from app.api.pipeline import admitted, decode_parts, predict, read_request, render, results
+from app.api.pipeline import admitted, detect_parts, encode_answer, read_request, render, results
 from app.api.schemas import (
     DetectResponse,
     ErrorResponse,
     Health,
     Limits,
     ModelCard,
-    ModelRef,
-    Params,
     Readiness,
-    Timing,
     error_responses,
 )
 from app.errors import ClientError
@@ -157,23 +155,21 @@ async def detect(
         )
     parts, fields = await read_request(request, service, settings, uploads, metrics)
     async with admitted(service, settings, inflight, metrics):
-        decoded = await decode_parts(service, settings, parts, fields)
-        prediction = await predict(service, settings, decoded, params)
-    return DetectResponse(
-        model=ModelRef(name=service.predictor.config.name, version=service.weights.version),
-        params=Params(
-            score_threshold=params.score_threshold,
-            iou_threshold=params.iou_threshold,
-            max_detections=params.max_detections,
-            classes=class_names,
-        ),
-        results=results(decoded, prediction, service.classes, metrics),
-        timing_ms=Timing(
-            decode=round(decoded.decode_ms, 2),
-            inference=round(prediction.inference_ms, 2),
-            total=round((time.perf_counter() - start) * 1000, 2),
-        ),
+        decoded, prediction = await detect_parts(request, service, settings, parts, fields, params)
+    head = {
+        "model": {"name": service.predictor.config.name, "version": service.weights.version},
+        "params": {
+            "score_threshold": params.score_threshold,
+            "iou_threshold": params.iou_threshold,
+            "max_detections": params.max_detections,
+            "classes": class_names,
+        },
+    }
+    # Built and encoded off the event loop: an answer can hold 16,000 detections (docs/operations.md).
+    encoded = await asyncio.to_thread(
+        encode_answer, head, decoded, prediction, service.classes, metrics, start
     )
+    return Response(encoded, media_type="application/json")
 
 
 async def detect_drawn(
@@ -191,8 +187,7 @@ async def detect_drawn(
     single = f"format={output_format} returns one drawn image"
     parts, fields = await read_request(request, service, settings, uploads, metrics, single)
     async with admitted(service, settings, inflight, metrics), service.draw_lane:
-        decoded = await decode_parts(service, settings, parts, fields, keep_full=True)
-        prediction = await predict(service, settings, decoded, params)
+        decoded, prediction = await detect_parts(request, service, settings, parts, fields, params, True)
         results(decoded, prediction, service.classes, metrics)  # counted like JSON answers
         encoded = await render(service, decoded, prediction, png=output_format == "png")
     return Response(

@@ -10,15 +10,19 @@
   afterwards is a few hundred kilobytes per image.
 - Pillow reads each file through a deadline (``DETECTOR_DECODE_TIMEOUT_SECONDS``): a decode that
   runs past it stops and the request gets a 400 saying so.
+- A request whose part fails, or that is cancelled (its client went away), cancels its other
+  parts: those not yet started never start, and those being read by Pillow stop at its next read.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 from app.imaging.decoding import (
     DecodedImage,
@@ -31,6 +35,8 @@ from app.imaging.decoding import (
 )
 from app.imaging.upload import ImagePart
 from model.letterbox import fit
+
+T = TypeVar("T")
 
 
 class PixelBudget:
@@ -73,21 +79,32 @@ class DecodePool:
     def shutdown(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
-    def _header_pixels(self, part: ImagePart) -> int:
-        image, _ = open_checked(part.data, self.limits.max_image_pixels, part.label, self.limits.timeout_s)
+    def _header_pixels(self, part: ImagePart, cancel: threading.Event) -> int:
+        limits = self.limits
+        image, _ = open_checked(part.data, limits.max_image_pixels, part.label, limits.timeout_s, cancel)
         width, height = image.size
         image.close()
         return int(width * height)
 
-    def _prepare(self, part: ImagePart, keep_full: bool, device_decode: bool) -> Prepared | EncodedJpeg:
+    def _prepare(
+        self, part: ImagePart, keep_full: bool, device_decode: bool, cancel: threading.Event
+    ) -> Prepared | EncodedJpeg:
         limits = self.limits
+        if cancel.is_set():
+            raise DecodeError(499, "decoding stopped: its request was already answered or abandoned")
         if device_decode and not keep_full:
-            image = check_or_decode(part.data, limits.max_image_pixels, part.label, limits.timeout_s)
+            image = check_or_decode(part.data, limits.max_image_pixels, part.label, limits.timeout_s, cancel)
             if isinstance(image, DecodedImage):
                 return Prepared(fit(image.pixels, self.input_size), None, image.format)
             return image
         return prepare(
-            part.data, limits.max_image_pixels, self.input_size, part.label, limits.timeout_s, keep_full
+            part.data,
+            limits.max_image_pixels,
+            self.input_size,
+            part.label,
+            limits.timeout_s,
+            keep_full,
+            cancel,
         )
 
     async def prepare(
@@ -98,8 +115,10 @@ class DecodePool:
         With ``device_decode`` an RGB or greyscale JPEG is only checked and returned as an
         :class:`EncodedJpeg` for the batcher to decode on the inference device."""
         loop = asyncio.get_running_loop()
-        pixels = await asyncio.gather(
-            *(loop.run_in_executor(self._executor, self._header_pixels, part) for part in parts)
+        cancel = threading.Event()
+        pixels = await _all_or_none(
+            [loop.run_in_executor(self._executor, self._header_pixels, part, cancel) for part in parts],
+            cancel,
         )
         total = sum(pixels)
         if total > self.limits.max_request_pixels:
@@ -113,7 +132,25 @@ class DecodePool:
         async def one(part: ImagePart, count: int) -> Prepared | EncodedJpeg:
             async with self.budget.hold(count):
                 return await loop.run_in_executor(
-                    self._executor, self._prepare, part, keep_full, device_decode
+                    self._executor, self._prepare, part, keep_full, device_decode, cancel
                 )
 
-        return list(await asyncio.gather(*(one(p, n) for p, n in zip(parts, pixels, strict=True))))
+        return await _all_or_none(
+            [asyncio.ensure_future(one(p, n)) for p, n in zip(parts, pixels, strict=True)], cancel
+        )
+
+
+async def _all_or_none(futures: list[asyncio.Future[T]], cancel: threading.Event) -> list[T]:
+    """Every result in order; at the first failure (or when cancelled) the others are cancelled,
+    and ``cancel`` stops the ones already decoding, before the failure is raised."""
+    try:
+        done, _ = await asyncio.wait(futures, return_when=asyncio.FIRST_EXCEPTION)
+        failed = [future for future in futures if future in done and future.exception() is not None]
+        if failed:
+            raise failed[0].exception()  # type: ignore[misc]
+        return [future.result() for future in futures]
+    finally:
+        if not all(future.done() for future in futures):
+            cancel.set()
+            for future in futures:
+                future.cancel()

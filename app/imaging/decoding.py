@@ -13,6 +13,7 @@ the full-resolution pixels are freed as soon as the resize has read them.
 from __future__ import annotations
 
 import io
+import threading
 import time
 import warnings
 from dataclasses import dataclass
@@ -161,14 +162,17 @@ class _DeadlineReader(io.BytesIO):
     a time while parsing a PNG), so a decode that overruns stops at its next read.
     """
 
-    def __init__(self, data: bytes, deadline: float, message: str) -> None:
+    def __init__(self, data: bytes, deadline: float, message: str, cancel: threading.Event | None) -> None:
         super().__init__(data)
         self.deadline = deadline
         self.message = message
+        self.cancel = cancel
 
     def read(self, size: int | None = -1) -> bytes:
         if time.monotonic() > self.deadline:
             raise DecodeError(400, self.message)
+        if self.cancel is not None and self.cancel.is_set():
+            raise DecodeError(499, "decoding stopped: its request was already answered or abandoned")
         return super().read(size)
 
 
@@ -179,9 +183,12 @@ def _timeout_message(label: str, timeout: float) -> str:
     )
 
 
-def open_checked(data: bytes, max_pixels: int, label: str, timeout: float = 30.0) -> tuple[Image.Image, str]:
+def open_checked(
+    data: bytes, max_pixels: int, label: str, timeout: float = 30.0, cancel: threading.Event | None = None
+) -> tuple[Image.Image, str]:
     """The opened (not yet decoded) image and its format, once the framing and header passed every
-    check. Pillow reads it through a deadline ``timeout`` seconds from now."""
+    check. Pillow reads it through a deadline ``timeout`` seconds from now, and stops at its next
+    read once ``cancel`` is set (its request failed or went away)."""
     if not data:
         raise DecodeError(400, f"{label} is empty; send the bytes of a {SUPPORTED} image")
     kind = sniff_format(data)
@@ -197,7 +204,7 @@ def open_checked(data: bytes, max_pixels: int, label: str, timeout: float = 30.0
         check_structure(data, kind, label)
     except StructureError as exc:
         raise DecodeError(exc.status, exc.detail) from exc
-    source = _DeadlineReader(data, time.monotonic() + timeout, _timeout_message(label, timeout))
+    source = _DeadlineReader(data, time.monotonic() + timeout, _timeout_message(label, timeout), cancel)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -260,13 +267,17 @@ def orient(pixels: Tensor, orientation: int) -> Tensor:
 
 
 def decode_image_bytes(
-    data: bytes, max_pixels: int, label: str = "image", timeout: float = 30.0
+    data: bytes,
+    max_pixels: int,
+    label: str = "image",
+    timeout: float = 30.0,
+    cancel: threading.Event | None = None,
 ) -> DecodedImage:
     """Decode one upload; raises :class:`DecodeError` (400/413/415) with a message for people.
 
     ``label`` names the part in messages (e.g. ``part 2 ('cat.png')``).
     """
-    image, kind = open_checked(data, max_pixels, label, timeout)
+    image, kind = open_checked(data, max_pixels, label, timeout, cancel)
     return _decode_opened(image, kind, data, label)
 
 
@@ -296,20 +307,30 @@ def _decode_opened(image: Image.Image, kind: str, data: bytes, label: str) -> De
 
 
 def prepare(
-    data: bytes, max_pixels: int, input_size: int, label: str, timeout: float, keep_full: bool = False
+    data: bytes,
+    max_pixels: int,
+    input_size: int,
+    label: str,
+    timeout: float,
+    keep_full: bool = False,
+    cancel: threading.Event | None = None,
 ) -> Prepared:
     """Decode one upload and fit it to the network's input; the full pixels are dropped unless
     ``keep_full`` (a drawn answer needs them)."""
-    decoded = decode_image_bytes(data, max_pixels, label, timeout)
+    decoded = decode_image_bytes(data, max_pixels, label, timeout, cancel)
     return Prepared(fit(decoded.pixels, input_size), decoded.pixels if keep_full else None, decoded.format)
 
 
 def check_or_decode(
-    data: bytes, max_pixels: int, label: str = "image", timeout: float = 30.0
+    data: bytes,
+    max_pixels: int,
+    label: str = "image",
+    timeout: float = 30.0,
+    cancel: threading.Event | None = None,
 ) -> DecodedImage | EncodedJpeg:
     """Like :func:`decode_image_bytes`, but an RGB or greyscale JPEG is only checked (header, size,
     pixel limit, EXIF orientation) and left for :func:`app.imaging.device_decode.decode_batch`."""
-    image, kind = open_checked(data, max_pixels, label, timeout)
+    image, kind = open_checked(data, max_pixels, label, timeout, cancel)
     if kind != "jpeg" or image.mode not in ("RGB", "L"):
         return _decode_opened(image, kind, data, label)
     orientation = exif_orientation(image)

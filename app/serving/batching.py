@@ -97,7 +97,15 @@ class DynamicBatcher:
         self._queue.extend(items)
         self.metrics.queue_depth.set(len(self._queue))
         self._wakeup.set()
-        return list(await asyncio.gather(*(item.future for item in items)))
+        try:
+            return list(await asyncio.gather(*(item.future for item in items)))
+        except asyncio.CancelledError:
+            # The request was abandoned: its images leave the queue now, not when a batch meets them.
+            for item in items:
+                item.future.cancel()
+            self._queue = deque(item for item in self._queue if not item.future.cancelled())
+            self.metrics.queue_depth.set(len(self._queue))
+            raise
 
     async def _next_batch(self) -> list[_Item]:
         while not self._queue:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from app.api.pipeline import DecodedRequest, Predicted, results
+from app.api.schemas import ImageResult
 from app.imaging.upload import ImagePart
 from app.metrics import Metrics
 from model.postprocess import Detections
@@ -34,12 +35,13 @@ def test_results_name_classes_round_boxes_and_count():
     ]
     metrics = Metrics()
     answer = results(decoded, Predicted(found, 2.0), ("cat", "dog"), metrics)
-    assert [r.filename for r in answer] == ["a.jpg", None]
-    assert (answer[0].width, answer[0].height) == (100, 50)
-    (only,) = answer[0].detections  # the sub-0.01 px box is dropped, not sent as x_min == x_max
-    assert (only.class_name, only.class_id, only.score) == ("dog", 1, 0.9)
-    assert (only.box.x_min, only.box.x_max) == (1.23, 50.5)
-    assert answer[1].detections == []
+    assert [r["filename"] for r in answer] == ["a.jpg", None]
+    assert (answer[0]["width"], answer[0]["height"]) == (100, 50)
+    (only,) = answer[0]["detections"]  # the sub-0.01 px box is dropped, not sent as x_min == x_max
+    assert (only["class_name"], only["class_id"], only["score"]) == ("dog", 1, 0.9)
+    assert (only["box"]["x_min"], only["box"]["x_max"]) == (1.23, 50.5)
+    assert answer[1]["detections"] == []
+    ImageResult.model_validate(answer[0])  # the schema /docs shows
     assert metrics.images._value.get() == 2
     assert metrics.detections.labels("dog")._value.get() == 1
 
@@ -49,4 +51,4 @@ def test_results_of_a_model_with_its_own_classes_use_its_names():
     answer = results(
         decoded, Predicted([detections([[0, 0, 9, 9]], [0.5], [0])], 0.0), ("raccoon",), Metrics()
     )
-    assert answer[0].detections[0].class_name == "raccoon"
+    assert answer[0]["detections"][0]["class_name"] == "raccoon"

@@ -105,3 +105,28 @@ def test_a_failing_batch_fails_its_requests_and_the_next_batch_runs(predictor: P
             await batcher.stop()
 
     assert len(asyncio.run(main())) == 2
+
+
+def test_an_abandoned_request_leaves_the_queue_at_once(predictor: Predictor):
+    async def main() -> tuple[int, int, list[int]]:
+        slow = Counting(predictor)
+        batcher = DynamicBatcher(slow, Metrics(), max_batch_size=2, timeout_s=0.0, max_queue_images=8)  # type: ignore[arg-type]
+        # not started: everything stays queued, as behind a long batch
+        abandoned = asyncio.ensure_future(batcher.submit(images(6), DetectParams()))
+        await asyncio.sleep(0)
+        queued = len(batcher._queue)
+        abandoned.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await abandoned
+        left = len(batcher._queue)
+        batcher.check_capacity(8)  # the whole queue is free again
+        batcher.start()
+        try:
+            await batcher.submit(images(1), DetectParams())
+        finally:
+            await batcher.stop()
+        return queued, left, slow.calls
+
+    queued, left, calls = asyncio.run(main())
+    assert (queued, left) == (6, 0)
+    assert calls == [1]  # none of the abandoned images ran
