@@ -30,7 +30,9 @@ class Settings(BaseSettings):
     max_images_per_request: Annotated[int, Field(ge=1)] = 16
     # Bounds on what one request, and all of them together, may cost (docs/operations.md, "Limits").
     max_request_pixels: Annotated[int, Field(ge=1)] = 160_000_000
-    decode_pixel_budget: Annotated[int, Field(ge=1)] = 80_000_000
+    # What the images being decoded at once may take together, in decoded bytes (it replaces
+    # DECODE_PIXEL_BUDGET: 80 million pixels at 13 bytes each was about the same).
+    decode_budget_bytes: Annotated[int, Field(ge=1)] = 1024 * 1024 * 1024
     decode_timeout_seconds: Annotated[float, Field(gt=0.0)] = 10.0
     decode_threads: Annotated[int, Field(ge=1)] = 4
     # A request holds an in-flight slot once its body is in; while the body arrives it holds an

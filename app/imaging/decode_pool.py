@@ -4,8 +4,10 @@
   capped (``DETECTOR_MAX_REQUEST_PIXELS``) before any pixel is decoded.
 - Decoding runs on a pool of its own threads, never on the event loop or the default executor, so
   a slow decode cannot starve other work of threads.
-- A pixel budget (``DETECTOR_DECODE_PIXEL_BUDGET``) bounds the full-resolution pixels being
-  decoded at once, across all requests: an image waits until its pixels fit. Once decoded an
+- A memory budget (``DETECTOR_DECODE_BUDGET_BYTES``) bounds what the images being decoded at once
+  take, across all requests: an image waits until its cost fits, the cost estimated from its
+  header by :func:`~app.imaging.decoding.decode_cost` in decoded bytes (mode, alpha, 16-bit
+  samples, and rows: a 1-pixel-wide image of 40 million rows costs more than its pixels say). Once decoded an
   image is fitted to the network's input and its full pixels are freed, so what a request holds
   afterwards is a few hundred kilobytes per image.
 - Pillow reads each file through a deadline (``DETECTOR_DECODE_TIMEOUT_SECONDS``): a decode that
@@ -30,6 +32,7 @@ from app.imaging.decoding import (
     EncodedJpeg,
     Prepared,
     check_or_decode,
+    decode_cost,
     open_checked,
     prepare,
 )
@@ -39,8 +42,8 @@ from model.letterbox import fit
 T = TypeVar("T")
 
 
-class PixelBudget:
-    """An async semaphore counted in pixels. Not first-come-first-served: a small image that fits
+class MemoryBudget:
+    """An async semaphore counted in bytes. Not first-come-first-served: a small image that fits
     goes ahead of a large one that does not, so ordinary photos are not held behind huge ones."""
 
     def __init__(self, capacity: int) -> None:
@@ -49,16 +52,16 @@ class PixelBudget:
         self._changed = asyncio.Condition()
 
     @contextlib.asynccontextmanager
-    async def hold(self, pixels: int) -> AsyncIterator[None]:
-        pixels = min(pixels, self.capacity)  # one image over the budget runs alone
+    async def hold(self, cost: int) -> AsyncIterator[None]:
+        cost = min(cost, self.capacity)  # one image over the budget runs alone
         async with self._changed:
-            await self._changed.wait_for(lambda: self.used + pixels <= self.capacity)
-            self.used += pixels
+            await self._changed.wait_for(lambda: self.used + cost <= self.capacity)
+            self.used += cost
         try:
             yield
         finally:
             async with self._changed:
-                self.used -= pixels
+                self.used -= cost
                 self._changed.notify_all()
 
 
@@ -70,21 +73,23 @@ class DecodeLimits:
 
 
 class DecodePool:
-    def __init__(self, limits: DecodeLimits, pixel_budget: int, threads: int, input_size: int) -> None:
+    def __init__(self, limits: DecodeLimits, budget_bytes: int, threads: int, input_size: int) -> None:
         self.limits = limits
         self.input_size = input_size
-        self.budget = PixelBudget(pixel_budget)
+        self.budget = MemoryBudget(budget_bytes)
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="decode")
 
     def shutdown(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
-    def _header_pixels(self, part: ImagePart, cancel: threading.Event) -> int:
+    def _header_cost(self, part: ImagePart, cancel: threading.Event) -> tuple[int, int]:
+        """The part's pixels and its decoding's cost in bytes, from its checked header."""
         limits = self.limits
-        image, _ = open_checked(part.data, limits.max_image_pixels, part.label, limits.timeout_s, cancel)
+        image, kind = open_checked(part.data, limits.max_image_pixels, part.label, limits.timeout_s, cancel)
         width, height = image.size
+        cost = decode_cost(image, kind)
         image.close()
-        return int(width * height)
+        return int(width * height), cost
 
     def _prepare(
         self, part: ImagePart, keep_full: bool, device_decode: bool, cancel: threading.Event
@@ -116,11 +121,11 @@ class DecodePool:
         :class:`EncodedJpeg` for the batcher to decode on the inference device."""
         loop = asyncio.get_running_loop()
         cancel = threading.Event()
-        pixels = await _all_or_none(
-            [loop.run_in_executor(self._executor, self._header_pixels, part, cancel) for part in parts],
+        costs = await _all_or_none(
+            [loop.run_in_executor(self._executor, self._header_cost, part, cancel) for part in parts],
             cancel,
         )
-        total = sum(pixels)
+        total = sum(pixels for pixels, _ in costs)
         if total > self.limits.max_request_pixels:
             raise DecodeError(
                 413,
@@ -129,14 +134,14 @@ class DecodePool:
                 "images per request",
             )
 
-        async def one(part: ImagePart, count: int) -> Prepared | EncodedJpeg:
-            async with self.budget.hold(count):
+        async def one(part: ImagePart, cost: int) -> Prepared | EncodedJpeg:
+            async with self.budget.hold(cost):
                 return await loop.run_in_executor(
                     self._executor, self._prepare, part, keep_full, device_decode, cancel
                 )
 
         return await _all_or_none(
-            [asyncio.ensure_future(one(p, n)) for p, n in zip(parts, pixels, strict=True)], cancel
+            [asyncio.ensure_future(one(p, cost)) for p, (_, cost) in zip(parts, costs, strict=True)], cancel
         )
 
 

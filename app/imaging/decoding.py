@@ -138,21 +138,56 @@ def reason(exc: BaseException) -> str:
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
-    """Any Pillow mode -> 8-bit RGB (16-bit scaled, alpha composited, CMYK/palette converted)."""
+    """Any Pillow mode -> 8-bit RGB (16-bit scaled, alpha composited, CMYK/palette converted),
+    with as few full-size copies as it takes: :data:`DECODE_BYTES_PER_PIXEL` counts them."""
     if image.mode == "RGB":
         return image
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        array = np.asarray(image, dtype=np.float64)
-        peak = 65535.0 if image.mode.startswith("I;16") or array.max(initial=0) > 255 else 255.0
-        array = np.clip(array / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        return Image.fromarray(array, mode="L").convert("RGB")
+        array = np.asarray(image)
+        if image.mode.startswith("I;16") or array.max(initial=0) > 255:
+            # 0-65535 -> 0-255 rounded: (v + 128) // 257, in place on one 32-bit copy
+            kind = np.float32 if array.dtype.kind == "f" else np.uint32
+            scaled = np.clip(array, 0, 65535).astype(kind, copy=False)
+            del array
+            scaled += 128
+            scaled //= 257
+        else:
+            scaled = np.clip(array, 0, 255)
+            del array
+        grey = Image.fromarray(scaled.astype(np.uint8), mode="L")
+        del scaled
+        return grey.convert("RGB")
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (*ALPHA_BACKGROUND, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
+        rgba = image if image.mode == "RGBA" else image.convert("RGBA")
+        composed = Image.new("RGB", rgba.size, ALPHA_BACKGROUND)
+        composed.paste(rgba, mask=rgba)  # the alpha band blends onto the background in place
+        return composed
     return image.convert("RGB")
+
+
+# Peak bytes of memory per pixel while one image is decoded and fitted (Pillow's image, which keeps
+# 4 bytes a pixel for RGB, its conversions, the tensor, the resize), measured per kind on 10 MP
+# images and rounded up (docs/operations.md, "Limits"); and per row, Pillow's per-line pointers.
+DECODE_BYTES_PER_PIXEL = {"jpeg-direct": 4, "rgb": 9, "other": 13, "wide": 16, "webp": 17}
+DECODE_BYTES_PER_ROW = 24
+
+
+def decode_cost(image: Image.Image, kind: str) -> int:
+    """The peak memory, in bytes, that decoding and fitting the opened ``image`` takes."""
+    if kind == "jpeg" and image.mode in ("RGB", "L"):
+        per_pixel = DECODE_BYTES_PER_PIXEL["jpeg-direct"]  # libjpeg-turbo into the tensor
+    elif kind == "webp":
+        per_pixel = DECODE_BYTES_PER_PIXEL["webp"]
+    elif image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        per_pixel = DECODE_BYTES_PER_PIXEL["wide"]
+    elif image.mode == "RGB":
+        per_pixel = DECODE_BYTES_PER_PIXEL["rgb"]
+    else:
+        per_pixel = DECODE_BYTES_PER_PIXEL["other"]
+    width, height = image.size
+    return int(width * height * per_pixel + height * DECODE_BYTES_PER_ROW)
 
 
 class _DeadlineReader(io.BytesIO):

@@ -51,7 +51,7 @@ async def load_service(app: FastAPI) -> None:
             settings.max_image_pixels, settings.max_request_pixels, settings.decode_timeout_seconds
         )
         decoder = DecodePool(
-            limits, settings.decode_pixel_budget, settings.decode_threads, predictor.config.input_size
+            limits, settings.decode_budget_bytes, settings.decode_threads, predictor.config.input_size
         )
         service = DetectorService(predictor, weights, batcher, decoder)
         await asyncio.to_thread(service.warm_up, settings.device_decode)

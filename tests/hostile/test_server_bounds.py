@@ -65,6 +65,32 @@ def test_sixteen_parts_at_the_pixel_limit_stay_inside_the_memory_budget(server: 
     assert peak - before < 1_400_000, (before, peak)
 
 
+@pytest.mark.parametrize(
+    "shapes",
+    [
+        [(1, 40_000_000, 6, 8), (40_000_000, 1, 6, 8)],  # thin and tall RGBA: 0.35 MB on the wire
+        [(1, 20_000_000, 6, 16), (6_000, 6_000, 4, 16)],  # 16-bit RGBA, 16-bit grey + alpha
+    ],
+    ids=["thin-rgba", "16-bit"],
+)
+def test_thin_tall_alpha_and_16_bit_images_stay_inside_the_decode_budget(server: Server, shapes):
+    """Memory is bounded by decoded bytes, not by pixel count: alpha, 16-bit samples and
+    Pillow's per-row cost are counted, and a 40,000,000-pixel axis is not resized whole."""
+    files = [
+        ("image", (f"{k}.png", attacks.blank_png(*shape), "image/png")) for k, shape in enumerate(shapes)
+    ]
+    httpx.post(f"{server.url}/detect", files=files[:1], timeout=120)  # warm the allocator
+    server.reset_peak_rss()
+    before = server.rss_kib()
+    response = httpx.post(f"{server.url}/detect", files=files, timeout=300)
+    peak = server.peak_rss_kib()
+    print(f"\n{shapes}: RSS {before / 1024:.0f} MiB, peak {peak / 1024:.0f} MiB")
+    assert response.status_code == 200, response.text
+    assert [(r["width"], r["height"]) for r in response.json()["results"]] == [s[:2] for s in shapes]
+    # The decode budget (1 GiB) and a little for the bodies, not 4.3 GB as before.
+    assert peak - before < 1_300_000, (before, peak)
+
+
 def test_default_request_pixel_cap_refuses_the_amplification(weights: Path):
     black = attacks.black_png(8000, 5000)
     files = [("image", (f"{k}.png", black, "image/png")) for k in range(16)]

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.hostile.test_early_answers import read_response
+from tests.hostile.test_early_answers import connect, read_response
 from tests.support.images import image_bytes
 from tests.support.serving import Server
 from tests.support.weights import make_weights
@@ -52,7 +52,7 @@ class Dripper(threading.Thread):
 
     def run(self) -> None:
         start = time.monotonic()
-        with socket.create_connection(("127.0.0.1", self.server.port), timeout=30) as sock:
+        with connect(self.server) as sock:
             sock.sendall(self.head)
             sock.settimeout(self.pause)
             for byte in self.body:
@@ -107,7 +107,7 @@ def test_deepstack_uploads_without_the_key_are_refused_before_their_body(server:
     refused = []
     for key in (None, "wrong"):
         body, content_type = deepstack_body(key, image)
-        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        with connect(server) as sock:
             head = f"POST /v1/vision/detection HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n"
             sock.sendall(f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body[:100_000])
             status, _, detail = read_response(sock)  # the rest is never sent: the answer comes anyway

@@ -29,6 +29,29 @@ def black_png(width: int, height: int) -> bytes:
     )
 
 
+def blank_png(width: int, height: int, colour_type: int = 6, bit_depth: int = 8) -> bytes:
+    """A valid all-zero PNG of any shape and mode (colour type 6: RGBA; 4: grey + alpha; 2: RGB;
+    0: grey; bit depth 8 or 16), compressed as it is built: a 1 x 40,000,000 RGBA file is about
+    200 KB, and never 200 MB in this process."""
+    channels = {0: 1, 2: 3, 4: 2, 6: 4}[colour_type]
+    row = b"\x00" * (1 + width * channels * bit_depth // 8)
+    packer = zlib.compressobj(9)
+    rows_per_block = max(1, 4_000_000 // len(row))
+    block = row * rows_per_block
+    pieces = []
+    for start in range(0, height, rows_per_block):
+        count = min(rows_per_block, height - start)
+        pieces.append(packer.compress(block if count == rows_per_block else row * count))
+    pieces.append(packer.flush())
+    header = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", header)
+        + png_chunk(b"IDAT", b"".join(pieces))
+        + png_chunk(b"IEND", b"")
+    )
+
+
 def png_chunk_flood(chunks: int, size: tuple[int, int] = (32, 32)) -> bytes:
     """A small valid PNG with ``chunks`` empty private ancillary chunks between IHDR and IDAT."""
     width, height = size

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from app.imaging.decode_pool import DecodeLimits, DecodePool, PixelBudget
+from app.imaging.decode_pool import DecodeLimits, DecodePool, MemoryBudget
 from app.imaging.decoding import DecodeError, decode_image_bytes
 from app.imaging.upload import ImagePart
 from tests.support import attacks
@@ -30,7 +30,7 @@ def test_decode_deadline_stops_the_work():
 
 
 def test_pixel_budget_bounds_pixels_in_flight_and_lets_small_images_pass():
-    budget = PixelBudget(100)
+    budget = MemoryBudget(100)
     peak = 0
     order: list[str] = []
 
