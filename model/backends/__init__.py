@@ -5,6 +5,10 @@
 - ``onnxruntime``: exported to ONNX at load time and run by ONNX Runtime (:mod:`.onnx_runtime`).
 - ``openvino`` / ``openvino-bf16``: the same export compiled by OpenVINO in fp32 or bf16.
 - ``openvino-int8``: the int8 network derived offline by ``python -m model.quantize`` (:mod:`.quantize`).
+- ``null``: a benchmark-only stand-in for the network (like Triton's identity models): it takes
+  the same batch and gives a grid of the same shape at no cost, whose cells all score
+  ``sigmoid(-10) / C``, so it finds nothing at any useful threshold. It measures the serving
+  path around the network on any machine; ``auto`` never picks it.
 - ``auto``: on CUDA eager; on CPU what :func:`auto_cpu_backend` picks.
 
 docs/model.md ("Reduced precision on CPU") has the measured speed and accuracy of each.
@@ -26,7 +30,7 @@ if TYPE_CHECKING:  # importing this module must not import torch: settings and f
 
 log = logging.getLogger(__name__)
 
-Backend = Literal["auto", "eager", "jit", "onnxruntime", "openvino", "openvino-bf16", "openvino-int8"]
+Backend = Literal["auto", "eager", "jit", "onnxruntime", "openvino", "openvino-bf16", "openvino-int8", "null"]
 BACKENDS: tuple[Backend, ...] = get_args(Backend)
 # Backends that run the network outside torch on CPU, in fp32 batches handed to them.
 CPU_RUNTIMES: tuple[Backend, ...] = ("onnxruntime", "openvino", "openvino-bf16", "openvino-int8")
@@ -54,6 +58,8 @@ def precision_of(backend: Backend, dtype: torch.dtype) -> str:
         return "bf16"
     if backend == "openvino-int8":
         return "int8"
+    if backend == "null":
+        return "none"
     return str(dtype).removeprefix("torch.").replace("float", "fp")
 
 
@@ -66,6 +72,23 @@ def _trace(network: nn.Module, example: Tensor) -> Runner:
         frozen = torch.jit.optimize_for_inference(torch.jit.freeze(traced))
     log.info("network traced and frozen for inference (backend jit)")
     return frozen  # type: ignore[no-any-return]
+
+
+class NullNetwork:
+    """The ``null`` backend: a grid of the network's output shape, objectness -10 everywhere."""
+
+    def __init__(self, network: nn.Module, example: Tensor) -> None:
+        import torch
+
+        with torch.inference_mode():
+            self.shape = tuple(network(example[:1]).shape[1:])  # (5 + C, H, W), read off the network once
+
+    def __call__(self, batch: Tensor) -> Tensor:
+        import torch
+
+        grid = torch.zeros(batch.shape[0], *self.shape, device=batch.device, dtype=batch.dtype)
+        grid[:, 4] = -10.0  # objectness: after the 4 box channels
+        return grid
 
 
 def build_runner(
@@ -86,6 +109,8 @@ def build_runner(
         return network
     if backend == "jit":
         return _trace(network, example)
+    if backend == "null":
+        return NullNetwork(network, example)
     if backend == "onnxruntime":
         from model.backends.onnx_runtime import OnnxRuntimeNetwork  # its import costs time: only when used
 

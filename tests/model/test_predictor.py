@@ -7,6 +7,7 @@ from torch.testing import assert_close
 from model.config import DetectParams
 from model.letterbox import letterbox_batch, letterbox_geometry
 from model.predictor import Predictor
+from tests.support.weights import make_weights
 
 LOW = DetectParams(score_threshold=0.0, iou_threshold=0.5, max_detections=50)
 
@@ -117,3 +118,18 @@ def test_cpu_runtimes_are_refused_off_fp32(tiny_network):
 
 def test_empty_list_gives_no_results(predictor):
     assert predictor([], LOW) == []
+
+
+def test_the_null_backend_has_the_networks_shapes_and_finds_nothing(tmp_path):
+    from model.backends import BACKENDS, auto_cpu_backend
+
+    folder = make_weights(tmp_path, objectness_bias=6.0)  # the real network boxes everything
+    eager, _ = Predictor.from_weights(folder, "cpu", backend="eager")
+    null, _ = Predictor.from_weights(folder, "cpu", backend="null")
+    batch, _ = eager.preprocess([torch.zeros(3, 50, 70, dtype=torch.uint8)] * 3)
+    assert null.forward(batch).shape == eager.forward(batch).shape
+    images = [torch.randint(0, 256, (3, 60, 80), dtype=torch.uint8) for _ in range(2)]
+    assert all(len(found) > 0 for found in eager(images, DetectParams(score_threshold=0.01)))
+    assert all(len(found) == 0 for found in null(images, DetectParams(score_threshold=0.01)))
+    assert null.precision == "none" and "null" in BACKENDS
+    assert auto_cpu_backend(True) != "null" and auto_cpu_backend(False) != "null"

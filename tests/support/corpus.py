@@ -183,6 +183,40 @@ def build() -> list[Case]:
             frozenset({413}),
             files=[("image", (f"{k}.jpg", image_bytes(8, 8), "image/jpeg")) for k in range(33)],
         ),
+        # round 3: memory by decoded bytes, and a failing part among good ones
+        Case(
+            "1 x 4,000,000 RGBA png",
+            frozenset({200}),
+            files=part("thin.png", attacks.blank_png(1, 4_000_000), "image/png"),
+            size=(1, 4_000_000),
+        ),
+        Case(
+            "4,000,000 x 1 RGBA png",
+            frozenset({200}),
+            files=part("wide.png", attacks.blank_png(4_000_000, 1), "image/png"),
+            size=(4_000_000, 1),
+        ),
+        Case(
+            "16-bit grey+alpha png",
+            frozenset({200}),
+            files=part("g.png", attacks.blank_png(300, 200, 4, 16), "image/png"),
+            size=(300, 200),
+        ),
+        Case(
+            "16-bit RGBA png",
+            frozenset({200}),
+            files=part("c.png", attacks.blank_png(300, 200, 6, 16), "image/png"),
+            size=(300, 200),
+        ),
+        Case(
+            "a bad part among good ones",
+            frozenset({400}),
+            files=[
+                *part("a.jpg", jpeg),
+                *part("bad.png", png[: len(png) // 2], "image/png"),
+                *[("image", (f"{k}.png", png, "image/png")) for k in range(6)],
+            ],
+        ),
     ]
     return cases
 

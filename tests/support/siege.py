@@ -1,4 +1,5 @@
-"""A siege: hostile clients send every kind of round-2 attack while one normal client measures.
+"""A siege: hostile clients send every kind of round-2 and round-3 attack while one normal client
+measures.
 
 Used by ``test_siege.py`` (bounded, on the shipped weights) and runnable as a script for the
 figures in docs/operations.md: ``python -m tests.support.siege --seconds 45``.
@@ -47,6 +48,62 @@ def build_attacks() -> dict[str, Attack]:
     def post(url: str, **kwargs: object) -> int:
         return httpx.post(f"{url}/detect", timeout=120, **kwargs).status_code  # type: ignore[arg-type]
 
+    thin = [
+        ("image", ("thin.png", attacks.blank_png(40_000_000, 1), "image/png")),
+        ("image", ("tall.png", attacks.blank_png(1, 40_000_000), "image/png")),
+    ]
+    crowd = [("image", (f"{k}.png", attacks.black_png(32, 32), "image/png")) for k in range(16)]
+    unread = b"\xff" * 300_000
+
+    def status_of(answer: bytes) -> int:
+        return int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/") else 0
+
+    def unread_then_pipelined(url: str, port: int) -> int:
+        """An early answer (a bad query) with the body unread, a request pipelined behind it: the
+        second answer's status (200, never a 431)."""
+        head = b"POST /detect?score_threshold=7 HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
+        request = head + b"Content-Length: %d\r\n\r\n" % len(unread) + unread
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            sock.sendall(request + b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        second = answer.find(b"HTTP/1.1", 8)
+        return status_of(answer[second:]) if second > 0 else 0
+
+    def early_answer_then_close(url: str, port: int) -> int:
+        head = b"POST /detect?classes=unicorn HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        head += b"Content-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(unread)
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            sock.sendall(head)
+            time.sleep(0.1)
+            sock.sendall(unread)  # a reset here would be an error, counted apart
+            return status_of(sock.recv(256))
+
+    def drip(url: str, port: int) -> int:
+        """A body at about 5 bytes/s: cut by the minimum rate after its grace (408)."""
+        with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+            head = b"POST /detect HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
+            sock.sendall(head + b"Content-Length: 5000\r\n\r\n")
+            sock.settimeout(0.2)
+            for _ in range(300):
+                try:
+                    sock.sendall(b"\xff")
+                    if answer := sock.recv(256):
+                        return status_of(answer)
+                except TimeoutError:
+                    continue
+        return 0
+
+    def hang_up_after_body(url: str, port: int) -> int:
+        """The whole body of 16 images, then the client goes: nothing to answer (reported as 499)."""
+        built = httpx.Request("POST", f"{url}/detect", files=crowd)
+        body = built.read()
+        head = f"POST /detect HTTP/1.1\r\nHost: x\r\nContent-Type: {built.headers['content-type']}\r\n"
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            sock.sendall(f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        return 499
+
     def slowloris(url: str, port: int) -> int:
         with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
             sock.sendall(b"POST /detect HTTP/1.1\r\nHost: x\r\n")
@@ -79,6 +136,14 @@ def build_attacks() -> dict[str, Attack]:
             port, b"GET /healthz HTTP/1.1\r\nX-Big: " + b"a" * 8_000_000 + b"\r\n\r\n"
         ),
         "slowloris": slowloris,
+        "unread body, then pipelined": unread_then_pipelined,
+        "early answer, conn. close": early_answer_then_close,
+        "5 bytes/s drip": drip,
+        "hang up after body": hang_up_after_body,
+        "thin RGBA PNGs": lambda url, port: post(url, files=thin),
+        "16,000 detections": lambda url, port: post(
+            url, params={"score_threshold": 0, "iou_threshold": 1, "max_detections": 1000}, files=crowd
+        ),
     }
 
 
