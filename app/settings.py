@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     # never waits; a timeout makes the first image wait that long for company.
     max_batch_size: Annotated[int, Field(ge=1)] = 16
     batch_timeout_ms: Annotated[float, Field(ge=0.0)] = 0.0
+    # The longest a batch should take: batches are cut to fit it by the measured time per image
+    # (a one-image request waits behind at most one batch, then shares the next; 0: no budget).
+    batch_latency_budget_ms: Annotated[float, Field(ge=0.0)] = 40.0
     max_queue_images: Annotated[int, Field(ge=1)] = 256
     # Decode JPEGs in the batcher, a batch at a time, on the inference device (nvJPEG on CUDA)
     # instead of one by one on CPU threads. Off until measured on a GPU (docs/benchmarks.md).

@@ -12,6 +12,8 @@
   afterwards is a few hundred kilobytes per image.
 - Pillow reads each file through a deadline (``DETECTOR_DECODE_TIMEOUT_SECONDS``): a decode that
   runs past it stops and the request gets a 400 saying so.
+- One request's images take at most all threads but one at a time, so that a one-image request
+  (a camera frame) finds a thread free beside a 16-image one instead of waiting for its queue.
 - A request whose part fails, or that is cancelled (its client went away), cancels its other
   parts: those not yet started never start, and those being read by Pillow stop at its next read.
 """
@@ -77,6 +79,7 @@ class DecodePool:
         self.limits = limits
         self.input_size = input_size
         self.budget = MemoryBudget(budget_bytes)
+        self.per_request = max(1, threads - 1)
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="decode")
 
     def shutdown(self) -> None:
@@ -134,8 +137,10 @@ class DecodePool:
                 "images per request",
             )
 
+        lane = asyncio.Semaphore(self.per_request)
+
         async def one(part: ImagePart, cost: int) -> Prepared | EncodedJpeg:
-            async with self.budget.hold(cost):
+            async with lane, self.budget.hold(cost):
                 return await loop.run_in_executor(
                     self._executor, self._prepare, part, keep_full, device_decode, cancel
                 )

@@ -46,6 +46,7 @@ async def load_service(app: FastAPI) -> None:
             settings.max_batch_size,
             settings.batch_timeout_ms / 1000.0,
             settings.max_queue_images,
+            settings.batch_latency_budget_ms / 1000.0,
         )
         limits = DecodeLimits(
             settings.max_image_pixels, settings.max_request_pixels, settings.decode_timeout_seconds

@@ -130,3 +130,62 @@ def test_an_abandoned_request_leaves_the_queue_at_once(predictor: Predictor):
     queued, left, calls = asyncio.run(main())
     assert (queued, left) == (6, 0)
     assert calls == [1]  # none of the abandoned images ran
+
+
+def test_the_queue_takes_one_image_per_request_in_turn():
+    from app.serving.batching import FairQueue, _Item
+
+    loop = asyncio.new_event_loop()
+    try:
+
+        def items(name: str, count: int) -> list[_Item]:
+            return [_Item(name, DetectParams(), loop.create_future()) for _ in range(count)]  # type: ignore[arg-type]
+
+        queue = FairQueue()
+        queue.add(items("bulk", 6))
+        queue.add(items("camera", 1))
+        queue.add(items("other", 2))
+        assert [item.image for item in queue.take(4)] == ["bulk", "camera", "other", "bulk"]
+        assert [item.image for item in queue.take(4)] == ["other", "bulk", "bulk", "bulk"]
+        assert [item.image for item in queue.take(4)] == ["bulk"] and len(queue) == 0
+    finally:
+        loop.close()
+
+
+def test_a_camera_frame_shares_the_next_batch_instead_of_waiting_behind_a_bulk_request(predictor: Predictor):
+    class Recording(Counting):
+        def __call__(self, pixels, params):
+            self.calls.append([tuple(p.shape) for p in pixels])
+            return self.inner(pixels, params)
+
+    async def main() -> list[list[tuple[int, ...]]]:
+        spy = Recording(predictor)
+        batcher = DynamicBatcher(spy, Metrics(), max_batch_size=4, timeout_s=0.0)  # type: ignore[arg-type]
+        bulk = asyncio.ensure_future(batcher.submit(images(16), DetectParams()))
+        await asyncio.sleep(0)
+        camera_frame = torch.zeros(3, 33, 77, dtype=torch.uint8)
+        camera = asyncio.ensure_future(batcher.submit([camera_frame], DetectParams()))
+        await asyncio.sleep(0)
+        batcher.start()  # both queued before the first batch, as behind a long-running one
+        try:
+            await asyncio.gather(bulk, camera)
+        finally:
+            await batcher.stop()
+        return spy.calls
+
+    calls = asyncio.run(main())
+    assert (3, 33, 77) in calls[0]  # the first batch, not the fifth
+    assert sum(len(batch) for batch in calls) == 17 and max(len(batch) for batch in calls) == 4
+
+
+def test_the_latency_budget_caps_the_batch_size(predictor: Predictor):
+    batcher = DynamicBatcher(predictor, Metrics(), max_batch_size=16, latency_budget_s=0.040)
+    assert batcher.batch_limit == 16  # nothing measured yet
+    batcher.seconds_per_image = 0.018  # a CPU: 18 ms per image
+    assert batcher.batch_limit == 2
+    batcher.seconds_per_image = 0.0001  # a GPU
+    assert batcher.batch_limit == 16
+    batcher.seconds_per_image = 0.5  # slower than the budget: one at a time, never none
+    assert batcher.batch_limit == 1
+    batcher._observe(4, 0.004)
+    assert batcher.seconds_per_image == pytest.approx(0.5 + 0.1 * (0.001 - 0.5))
