@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 
 import torch
 from fastapi import FastAPI
@@ -28,6 +29,11 @@ log = logging.getLogger("app")
 async def load_service(app: FastAPI) -> None:
     settings: Settings = app.state.settings
     readiness: Lifecycle = app.state.readiness
+    if "DETECTOR_DECODE_PIXEL_BUDGET" in os.environ:
+        log.warning(
+            "DETECTOR_DECODE_PIXEL_BUDGET is no longer read; set DETECTOR_DECODE_BUDGET_BYTES "
+            "(decoded bytes, default 1 GiB; about 13 bytes per pixel of the old budget)"
+        )
     try:
         if settings.torch_threads:
             torch.set_num_threads(settings.torch_threads)
