@@ -102,9 +102,10 @@ def test_packing_respects_images_and_bytes():
 
 
 def test_503_with_retry_after_is_retried(weights_dir: Path):
-    with Server(weights_dir, DETECTOR_MAX_INFLIGHT_REQUESTS="1") as busy:
+    # A body still arriving holds an upload slot (not an in-flight one): with one upload slot, a
+    # slow upload holds it for 1.5 s and the client's first try gets 503 Retry-After: 1.
+    with Server(weights_dir, DETECTOR_MAX_UPLOADS="1") as busy:
         data = photo_like(64, 48)
-        # One request holds the only slot for 1.5 s; the client's first try gets 503 Retry-After: 1.
         holder = SlowUpload(f"{busy.url}/detect", data, first=10, pause=1.5, timeout=30)
         holder.start()
         time.sleep(0.4)
