@@ -15,7 +15,6 @@ field, as those clients send it.
 
 from __future__ import annotations
 
-import hmac
 import math
 import time
 from collections.abc import Callable
@@ -33,6 +32,7 @@ from app.api.deps import (
     ServiceDep,
     SettingsDep,
     UploadsDep,
+    key_matches,
     offered_keys,
 )
 from app.api.pipeline import PREFIX_BYTES, admitted, detect_parts, read_request, results
@@ -134,11 +134,6 @@ def form_field(fields: dict[str, list[str]], name: str) -> str:
     if len(values) > 1:
         raise ClientError(400, f"form field {name!r} given {len(values)} times; send it once")
     return values[0] if values else ""
-
-
-def key_matches(offered: list[str], expected: str) -> bool:
-    # Every offered key is compared (in constant time each): the time tells nothing of which matched.
-    return any([hmac.compare_digest(key.encode(), expected.encode()) for key in offered])
 
 
 def form_key_check(content_type: str, expected: str) -> Callable[[bytes], None]:

@@ -98,17 +98,19 @@ def offered_keys(header_key: str | None, bearer: HTTPAuthorizationCredentials | 
     return [key.strip() for key in (header_key, bearer.credentials if bearer else None) if key is not None]
 
 
+def key_matches(offered: list[str], expected: str) -> bool:
+    """Whether any offered key is ``expected``. compare_digest takes the same time whatever the
+    position of the first differing byte, and every offered key is compared, so the time says
+    nothing about which one matched."""
+    return any([hmac.compare_digest(key.encode(), expected.encode()) for key in offered])
+
+
 async def require_api_key(settings: SettingsDep, header_key: HeaderKey, bearer: BearerKey) -> None:
     """When ``DETECTOR_API_KEY`` is set: accepted when ``Authorization: Bearer KEY`` or
     ``X-API-Key: KEY`` carries it (either header; surrounding whitespace ignored)."""
     if settings.api_key is None:
         return
-    expected = settings.api_key.get_secret_value().strip().encode()
-    offered = offered_keys(header_key, bearer)
-    # compare_digest takes the same time whatever the position of the first differing byte;
-    # every offered key is compared, so the time says nothing about which one matched.
-    matches = [hmac.compare_digest(key.encode(), expected) for key in offered]
-    if not any(matches):
+    if not key_matches(offered_keys(header_key, bearer), settings.api_key.get_secret_value().strip()):
         raise HTTPException(
             401,
             "missing or wrong API key; send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",

@@ -154,11 +154,6 @@ class BodyReader:
         return body
 
 
-async def read_body(request: Request, limit: int, timeout: float = 60.0) -> bytes:
-    """The whole body, bounded in bytes and time (see :class:`BodyReader`)."""
-    return await BodyReader(request, BodyLimits(limit, timeout)).read_all()
-
-
 # Text fields are kept up to this many characters (they carry options such as min_confidence).
 MAX_FIELD_CHARS = 1024
 

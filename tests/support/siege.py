@@ -26,11 +26,15 @@ from tests.support.serving import ROOT, Server
 Attack = Callable[[str, int], int]  # (base url, port) -> HTTP status
 
 
+def status_of(answer: bytes) -> int:
+    """The status of an HTTP answer's first bytes; 0 when there is none."""
+    return int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/") else 0
+
+
 def _raw(port: int, request: bytes, timeout: float = 30.0) -> int:
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         sock.sendall(request)
-        answer = sock.recv(256)
-    return int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/") else 0
+        return status_of(sock.recv(256))
 
 
 def build_attacks() -> dict[str, Attack]:
@@ -56,9 +60,6 @@ def build_attacks() -> dict[str, Attack]:
     ]
     crowd = [("image", (f"{k}.png", attacks.black_png(32, 32), "image/png")) for k in range(16)]
     unread = b"\xff" * 300_000
-
-    def status_of(answer: bytes) -> int:
-        return int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/") else 0
 
     def unread_then_pipelined(url: str, port: int) -> int:
         """An early answer (a bad query) with the body unread, a request pipelined behind it: the
@@ -113,7 +114,7 @@ def build_attacks() -> dict[str, Attack]:
                 time.sleep(0.5)
                 sock.sendall(b"X-Slow: 1\r\n")
             answer = sock.recv(256)  # the server's header timeout ends it
-        return int(answer.split(b" ", 2)[1]) if answer else 0
+        return status_of(answer)
 
     return {
         "16 x 40 MP PNG parts": lambda url, port: post(url, files=amplification),

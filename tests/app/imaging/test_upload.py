@@ -8,7 +8,7 @@ import httpx
 import pytest
 from starlette.requests import Request
 
-from app.imaging.upload import BodyLimits, BodyReader, ImagePart, UploadError, image_parts, read_body
+from app.imaging.upload import BodyLimits, BodyReader, ImagePart, UploadError, image_parts
 
 
 def request_of(body: bytes, content_type: str | None, chunks: int = 1, delay: float = 0.0) -> Request:
@@ -70,19 +70,23 @@ def test_text_field_named_image_and_too_many_images_are_refused():
     assert caught.value.status == 413
 
 
+def read_body(request: Request, limit: int, timeout: float = 60.0) -> bytes:
+    return asyncio.run(BodyReader(request, BodyLimits(limit, timeout)).read_all())
+
+
 def test_read_body_stops_at_the_limit_while_streaming():
     body = b"x" * 10_000
-    assert asyncio.run(read_body(request_of(body, "image/jpeg", chunks=4), limit=10_000)) == bytes(
+    assert read_body(request_of(body, "image/jpeg", chunks=4), limit=10_000) == bytes(
         b"".join(body[k::4] for k in range(4))
     )
     with pytest.raises(UploadError) as caught:
-        asyncio.run(read_body(request_of(body, "image/jpeg", chunks=4), limit=9_999))
+        read_body(request_of(body, "image/jpeg", chunks=4), limit=9_999)
     assert caught.value.status == 413
 
 
 def test_read_body_gives_up_on_a_body_that_does_not_arrive():
     with pytest.raises(UploadError) as caught:
-        asyncio.run(read_body(request_of(b"x" * 100, "image/jpeg", chunks=10, delay=0.05), 1000, timeout=0.2))
+        read_body(request_of(b"x" * 100, "image/jpeg", chunks=10, delay=0.05), 1000, timeout=0.2)
     assert caught.value.status == 408 and "DETECTOR_BODY_TIMEOUT_SECONDS" in caught.value.detail
 
 
