@@ -10,6 +10,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from model.backends import Backend
+from model.runtime import Runtime
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
 
@@ -22,6 +23,9 @@ class Settings(BaseSettings):
     # auto on CPU: the derived int8 network (VNNI/AMX CPUs), else bf16 (native-bf16 CPUs), else
     # ONNX Runtime fp32; eager fp16 on CUDA.
     backend: Backend = "auto"
+    # The prediction path: torch (every backend, CPU or GPU) or numpy (the int8 network through
+    # OpenVINO, no torch: the CPU image); auto: torch where it is installed, else numpy.
+    runtime: Runtime = "auto"
     score_threshold: Annotated[float, Field(ge=0.0, le=1.0)] = 0.25
     iou_threshold: Annotated[float, Field(ge=0.0, le=1.0)] = 0.45
     max_detections: Annotated[int, Field(ge=1, le=1000)] = 100
@@ -68,7 +72,7 @@ class Settings(BaseSettings):
     # The most predictions one DeepStack answer carries, highest confidence first: Frigate's
     # deepstack detector copies them into a fixed array of 20 rows and fails on a 21st.
     deepstack_max_predictions: Annotated[int, Field(ge=1, le=1000)] = 20
-    # CPU threads for the network's forward pass (0: torch's default, one per core).
+    # CPU threads for the network's forward pass (0: one per core).
     torch_threads: Annotated[int, Field(ge=0)] = 0
     # After SIGTERM: wait up to drain_timeout for in-flight requests, then drain_delay more
     # (time for a load balancer to see /readyz fail) before the server stops.

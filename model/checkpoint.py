@@ -16,17 +16,19 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from model.card import CARD_FILE, FORMAT, PARTS_FILE, WEIGHTS_FILE, WeightsError, file_sha256, read_card
 from model.config import VOC_CLASSES, DetectorConfig, DetectParams
 from model.network import GridDetector, build_network
 
-FORMAT = "resnet18-grid-weights/1"
-WEIGHTS_FILE = "model.safetensors"
-CARD_FILE = "model.json"
-PARTS_FILE = "parts.json"
-
-
-class WeightsError(ValueError):
-    """The weights folder cannot be loaded; the message names the file and the problem."""
+__all__ = [
+    "CARD_FILE",
+    "FORMAT",
+    "PARTS_FILE",
+    "WEIGHTS_FILE",
+    "LoadedWeights",
+    "WeightsError",
+    "file_sha256",
+]
 
 
 @dataclass(frozen=True)
@@ -41,14 +43,6 @@ class LoadedWeights:
     @property
     def version(self) -> str:
         return self.sha256[:12]
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def save_weights(
@@ -107,57 +101,14 @@ def save_weights(
 
 def load_weights(folder: str | Path, expected_classes: tuple[str, ...] | None = VOC_CLASSES) -> LoadedWeights:
     """Load a weights folder; raises :class:`WeightsError` naming the file and what is wrong."""
+    card = read_card(folder, expected_classes)
     folder = Path(folder)
-    card_path = folder / CARD_FILE
     weights_path = folder / WEIGHTS_FILE
-    if not card_path.is_file():
-        raise WeightsError(
-            f"{card_path}: missing model card; a weights folder holds {CARD_FILE} and {WEIGHTS_FILE}"
-        )
-    if not weights_path.is_file():
-        hint = (
-            f"; join its parts first: python -m model.checkpoint join {folder}"
-            if (folder / PARTS_FILE).is_file()
-            else ""
-        )
-        raise WeightsError(f"{weights_path}: missing weights file{hint}")
-    try:
-        meta = json.loads(card_path.read_text())
-        config = DetectorConfig.from_dict(
-            {
-                **meta["architecture"],
-                "name": meta["name"],
-                "classes": meta["classes"],
-                "input_size": meta["input_size"],
-                "mean": meta["normalization"]["mean"],
-                "std": meta["normalization"]["std"],
-            }
-        )
-        expected_hash = str(meta["sha256"])
-        thresholds = meta["thresholds"]
-        defaults = DetectParams(
-            score_threshold=float(thresholds["score"]),
-            iou_threshold=float(thresholds["iou"]),
-            max_detections=int(thresholds["max_detections"]),
-        )
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-        raise WeightsError(f"{card_path}: unreadable model card ({type(exc).__name__}: {exc})") from exc
-    if expected_classes is not None and tuple(config.classes) != tuple(expected_classes):
-        raise WeightsError(
-            f"{card_path}: class list {list(config.classes)} does not match the expected "
-            f"{list(expected_classes)} (same names, same id order)"
-        )
-    actual_hash = file_sha256(weights_path)
-    if actual_hash != expected_hash:
-        raise WeightsError(
-            f"{weights_path}: sha256 {actual_hash[:12]}... does not match {expected_hash[:12]}... "
-            f"recorded in {CARD_FILE}; the file is corrupt, truncated or from another model"
-        )
     try:
         state = load_file(str(weights_path))
     except (SafetensorError, OSError) as exc:
         raise WeightsError(f"{weights_path}: unreadable safetensors file ({exc})") from exc
-    network = build_network(config)
+    network = build_network(card.config)
     try:
         network.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
     except RuntimeError as exc:
@@ -166,7 +117,12 @@ def load_weights(folder: str | Path, expected_classes: tuple[str, ...] | None = 
         ) from exc
     network.eval()
     return LoadedWeights(
-        network=network, config=config, defaults=defaults, sha256=actual_hash, card=meta, folder=folder
+        network=network,
+        config=card.config,
+        defaults=card.defaults,
+        sha256=card.sha256,
+        card=card.card,
+        folder=folder,
     )
 
 

@@ -1,82 +1,21 @@
-"""Letterboxing: fit an image into the square model input, and map boxes back."""
+"""Letterboxing in torch: fit an image into the square model input (the geometry and the box
+mapping are in :mod:`model.geometry`, shared with the torch-free path)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 from torchvision.transforms.v2 import functional as TF
 
+from model.geometry import LONG_AXIS, Fitted, Letterbox, letterbox_geometry
 
-@dataclass(frozen=True)
-class Letterbox:
-    """How one original image sits in the square input: ``input = original * scale + pad``.
-
-    width/height are the original image's size in pixels; the scales are per axis since the
-    resized size is rounded to whole pixels.
-    """
-
-    scale_x: float
-    scale_y: float
-    pad_x: float
-    pad_y: float
-    width: int
-    height: int
-
-    def to_original(self, boxes_xyxy: Tensor) -> Tensor:
-        """boxes ``(N, 4)`` xyxy in input pixels -> original pixels, clipped to the image."""
-        pad = boxes_xyxy.new_tensor([self.pad_x, self.pad_y, self.pad_x, self.pad_y])
-        scale = boxes_xyxy.new_tensor([self.scale_x, self.scale_y, self.scale_x, self.scale_y])
-        boxes = (boxes_xyxy - pad) / scale
-        limits = boxes.new_tensor([self.width, self.height, self.width, self.height])
-        return torch.minimum(boxes.clamp(min=0), limits)
-
-    def to_input(self, boxes_xyxy: Tensor) -> Tensor:
-        """boxes ``(N, 4)`` xyxy in original pixels -> input pixels."""
-        pad = boxes_xyxy.new_tensor([self.pad_x, self.pad_y, self.pad_x, self.pad_y])
-        scale = boxes_xyxy.new_tensor([self.scale_x, self.scale_y, self.scale_x, self.scale_y])
-        return boxes_xyxy * scale + pad
+__all__ = ["LONG_AXIS", "Fitted", "Letterbox", "fit", "fit_stored", "letterbox_batch", "letterbox_geometry"]
 
 
-def letterbox_geometry(height: int, width: int, size: int) -> tuple[int, int, Letterbox]:
-    """The resized size ``(h, w)`` and placement of an ``height x width`` image in a ``size`` square."""
-    scale = size / max(height, width)
-    new_h = max(1, min(size, round(height * scale)))
-    new_w = max(1, min(size, round(width * scale)))
-    pad_x = (size - new_w) // 2
-    pad_y = (size - new_h) // 2
-    box = Letterbox(
-        scale_x=new_w / width,
-        scale_y=new_h / height,
-        pad_x=float(pad_x),
-        pad_y=float(pad_y),
-        width=width,
-        height=height,
-    )
-    return new_h, new_w, box
-
-
-@dataclass(frozen=True)
-class Fitted:
-    """An image already resized to its letterbox fit, with the size it had before.
-
-    What a server keeps of an upload while it waits for the network: a few hundred kilobytes
-    instead of the full-resolution pixels, which :func:`fit` frees. Letterboxing a ``Fitted``
-    gives exactly what letterboxing the original would on CPU (the resize is the same call).
-    """
-
-    pixels: Tensor  # uint8 (3, h, w): the resized image, longer side = the input size
-    width: int  # the original image's size in pixels
-    height: int
-
-
-# An axis longer than this (past JPEG's and WebP's largest, so never a camera's photo) is first
-# averaged down by a whole factor to 8x its resized length: the antialiased resize builds a table of
-# weights that grows with the input's length (612 MB and 1 s for 1 x 40,000,000 pixels, measured).
-LONG_AXIS = 65_536
-# Elements of float work per step of that reduction (16 MB).
+# Elements of float work per step of the long-axis reduction (16 MB).
 _REDUCE_CHUNK = 4_000_000
 
 
@@ -114,6 +53,35 @@ def fit(image: Tensor, size: int) -> Fitted:
     height, width = int(image.shape[-2]), int(image.shape[-1])
     new_h, new_w, _ = letterbox_geometry(height, width, size)
     return Fitted(TF.resize(reduce_long_axes(image, size), [new_h, new_w], antialias=True), width, height)
+
+
+def orient(pixels: Tensor, orientation: int) -> Tensor:
+    """Apply an EXIF orientation (1-8) to ``(C, H, W)`` pixels, as a viewer would show them."""
+    if orientation == 2:
+        return pixels.flip(-1)
+    if orientation == 3:
+        return pixels.flip(-1, -2)
+    if orientation == 4:
+        return pixels.flip(-2)
+    if orientation == 5:
+        return pixels.transpose(-1, -2)
+    if orientation == 6:
+        return pixels.transpose(-1, -2).flip(-1)
+    if orientation == 7:
+        return pixels.transpose(-1, -2).flip(-1, -2)
+    if orientation == 8:
+        return pixels.transpose(-1, -2).flip(-2)
+    return pixels
+
+
+def fit_stored(pixels: np.ndarray, orientation: int, size: int) -> Fitted:
+    """A decoded upload, uint8 ``(H, W, 3)`` as stored, with its EXIF ``orientation`` -> its
+    :func:`fit` as a viewer shows it (the serving path's fit on the torch path)."""
+    # (H, W, 3) memory seen as (3, H, W): no copy, in the channels-last layout that the
+    # antialiased resize reads fastest.
+    if not pixels.flags.writeable:  # torch takes only writable memory
+        pixels = pixels.copy()
+    return fit(orient(torch.from_numpy(pixels).permute(2, 0, 1), orientation), size)
 
 
 def letterbox_batch(

@@ -10,6 +10,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -18,7 +19,7 @@ from model.boxes import split_grid
 from model.checkpoint import LoadedWeights, WeightsError, load_weights
 from model.config import DetectorConfig, DetectParams
 from model.hardware import resolve_device
-from model.letterbox import Fitted, Letterbox, letterbox_batch
+from model.letterbox import Fitted, Letterbox, fit_stored, letterbox_batch
 from model.network import GridDetector
 from model.postprocess import Detections, postprocess
 
@@ -31,6 +32,8 @@ class Predictor:
     On CUDA the network runs in float16 and channels_last; on CPU in float32 batches, through the
     backend named by ``backend`` (:mod:`model.backends`; ``auto`` resolves there).
     """
+
+    runtime = "torch"
 
     def __init__(
         self,
@@ -90,6 +93,11 @@ class Predictor:
                 log.warning("not serving the int8 network: %s", exc)
         predictor = cls(loaded.network, device_, dtype, defaults or loaded.defaults, backend, int8_ir)
         return predictor, loaded
+
+    def fit(self, pixels: np.ndarray, orientation: int = 1) -> Fitted:
+        """uint8 ``(H, W, 3)`` as stored, EXIF ``orientation`` -> fitted to the input, as a viewer
+        shows it (what the service keeps of an upload while it waits for the network)."""
+        return fit_stored(pixels, orientation, self.config.input_size)
 
     def preprocess(self, images: Sequence[Tensor | Fitted]) -> tuple[Tensor, list[Letterbox]]:
         """uint8 images -> normalized ``(B, 3, S, S)`` batch on the device, and each placement."""

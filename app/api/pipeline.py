@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import time
 from collections import Counter
@@ -24,10 +25,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import torch
+import numpy as np
 from starlette.requests import Request
-from torch import Tensor
-from torchvision.io import encode_jpeg, encode_png
 
 from app.errors import ClientError, Unavailable
 from app.imaging.decoding import EncodedJpeg, Prepared
@@ -38,8 +37,8 @@ from app.serving.service import DetectorService, InFlight
 from app.serving.uploads import Uploads, UploadsFull
 from app.settings import Settings
 from model.config import DetectParams
-from model.draw import draw_detections
-from model.postprocess import Detections
+from model.draw import draw_on_array
+from model.runtime import Found
 
 T = TypeVar("T")
 
@@ -54,7 +53,7 @@ class DecodedRequest:
 
 @dataclass(frozen=True)
 class Predicted:
-    found: list[Detections]
+    found: list[Found]
     inference_ms: float
 
 
@@ -215,7 +214,7 @@ def results(
     answer = []
     found_per_class: Counter[int] = Counter()
     for part, image, found in zip(decoded.parts, decoded.images, prediction.found, strict=True):
-        rounded = found.boxes_xyxy.to(torch.float64).round(decimals=2).tolist()
+        rounded = np.asarray(found.boxes_xyxy, dtype=np.float64).round(2).tolist()
         detections = [
             {
                 "class_id": label,
@@ -261,12 +260,16 @@ def encode_answer(
     return json.dumps(answer, separators=(",", ":"), allow_nan=False).encode()
 
 
-def _draw_and_encode(image: Tensor, found: Detections, classes: tuple[str, ...], png: bool) -> bytes:
+def _draw_and_encode(image: np.ndarray, found: Found, classes: tuple[str, ...], png: bool) -> bytes:
     """PNG at zlib level 1: about ten times as fast as the default level 6 for files a little larger
     (docs/operations.md has the measurement)."""
-    drawn = draw_detections(image, found, classes)
-    encoded = encode_png(drawn, compression_level=1) if png else encode_jpeg(drawn, quality=90)
-    return bytes(encoded.numpy().tobytes())
+    drawn = draw_on_array(image, found.boxes_xyxy, found.scores, found.labels, classes)
+    encoded = io.BytesIO()
+    if png:
+        drawn.save(encoded, "PNG", compress_level=1)
+    else:
+        drawn.save(encoded, "JPEG", quality=90)
+    return encoded.getvalue()
 
 
 async def render(

@@ -271,6 +271,7 @@ async def model_card(service: LoadedServiceDep, settings: SettingsDep) -> ModelC
         dtype=service.dtype,
         backend=service.predictor.backend,
         precision=service.predictor.precision,
+        runtime=service.predictor.runtime,
         default_thresholds={
             "score_threshold": settings.score_threshold,
             "iou_threshold": settings.iou_threshold,

@@ -99,7 +99,10 @@ class ModelCard(BaseModel):
     device: str
     dtype: str
     backend: str
-    precision: str = Field(description="what the network computes in: fp32, bf16 or fp16")
+    precision: str = Field(description="what the network computes in: fp32, bf16, fp16, int8 (none: null)")
+    runtime: str = Field(
+        "torch", description="the prediction path: torch, or numpy (the int8 network without torch)"
+    )
     default_thresholds: dict[str, float | int]
     limits: Limits
     training: dict[str, Any]

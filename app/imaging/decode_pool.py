@@ -32,6 +32,7 @@ from app.imaging.decoding import (
     DecodedImage,
     DecodeError,
     EncodedJpeg,
+    Fit,
     Prepared,
     check_or_decode,
     decode_cost,
@@ -39,7 +40,6 @@ from app.imaging.decoding import (
     prepare,
 )
 from app.imaging.upload import ImagePart
-from model.letterbox import fit
 
 T = TypeVar("T")
 
@@ -75,9 +75,12 @@ class DecodeLimits:
 
 
 class DecodePool:
-    def __init__(self, limits: DecodeLimits, budget_bytes: int, threads: int, input_size: int) -> None:
+    def __init__(
+        self, limits: DecodeLimits, budget_bytes: int, threads: int, fit: Fit, fit_bytes_per_pixel: int = 0
+    ) -> None:
         self.limits = limits
-        self.input_size = input_size
+        self.fit = fit  # the predictor's: each runtime fits the way its evaluation measured
+        self.fit_bytes_per_pixel = fit_bytes_per_pixel
         self.budget = MemoryBudget(budget_bytes)
         self.per_request = max(1, threads - 1)
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="decode")
@@ -90,7 +93,7 @@ class DecodePool:
         limits = self.limits
         image, kind = open_checked(part.data, limits.max_image_pixels, part.label, limits.timeout_s, cancel)
         width, height = image.size
-        cost = decode_cost(image, kind)
+        cost = decode_cost(image, kind, self.fit_bytes_per_pixel)
         image.close()
         return int(width * height), cost
 
@@ -103,12 +106,12 @@ class DecodePool:
         if device_decode and not keep_full:
             image = check_or_decode(part.data, limits.max_image_pixels, part.label, limits.timeout_s, cancel)
             if isinstance(image, DecodedImage):
-                return Prepared(fit(image.pixels, self.input_size), None, image.format)
+                return Prepared(self.fit(image.stored, image.orientation), None, image.format)
             return image
         return prepare(
             part.data,
             limits.max_image_pixels,
-            self.input_size,
+            self.fit,
             part.label,
             limits.timeout_s,
             keep_full,

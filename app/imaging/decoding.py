@@ -1,4 +1,4 @@
-"""Image bytes -> uint8 ``(3, H, W)`` RGB tensors, with the limits checked before the damage.
+"""Image bytes -> uint8 ``(H, W, 3)`` RGB arrays, with the limits checked before the damage.
 
 Formats are told by their bytes, not by file names or declared content types. JPEG, PNG, WebP
 and BMP decode; of a multi-frame file the first frame is used. The pixel limit is checked from
@@ -6,27 +6,34 @@ the header before any pixel data is decoded, so a decompression bomb costs nothi
 framing is checked before any decoder runs (:mod:`app.imaging.prescan`), and Pillow reads through a
 deadline, so no file holds a thread for long. EXIF orientation is applied, so boxes refer to the
 image as a viewer shows it; EXIF that cannot be parsed is ignored (the image as stored), the same
-for every format. For the network only the image fitted to its input is kept (:func:`prepare`):
-the full-resolution pixels are freed as soon as the resize has read them.
+for every format. For the network only the image fitted to its input is kept (:func:`prepare`,
+with the predictor's own fit): the full-resolution pixels are freed as soon as the resize has read
+them. Nothing here imports torch; JPEGs go through torchvision's libjpeg-turbo where it is
+installed (the same pixels as Pillow's, a little faster) and through Pillow where it is not.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import io
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-import torch
 from PIL import Image
-from torch import Tensor
-from torchvision.io import ImageReadMode, decode_jpeg
 
 from app.errors import ClientError
 from app.imaging.prescan import MAX_RLE_BMP_PIXELS, StructureError, check_structure
-from model.letterbox import Fitted, fit
+from model.arrays.fitting import TRANSPOSING, orient_array
+from model.geometry import Fitted
+
+# A predictor's fit: uint8 (H, W, 3) as stored and its EXIF orientation -> fitted to its input.
+Fit = Callable[[np.ndarray, int], Fitted]
 
 SUPPORTED = "JPEG, PNG, WebP or BMP"
 SUPPORTED_MEDIA_TYPES = ("image/jpeg", "image/png", "image/webp", "image/bmp")
@@ -43,16 +50,22 @@ class DecodeError(ClientError):
 
 @dataclass(frozen=True)
 class DecodedImage:
-    pixels: Tensor  # uint8 (3, H, W) RGB, EXIF orientation applied
+    stored: np.ndarray  # uint8 (H, W, 3) RGB as stored in the file
+    orientation: int  # EXIF orientation, 1 (as stored) to 8
     format: str  # jpeg | png | webp | bmp
 
     @property
+    def pixels(self) -> np.ndarray:
+        """uint8 ``(H, W, 3)`` RGB as a viewer shows it (EXIF orientation applied)."""
+        return orient_array(self.stored, self.orientation)
+
+    @property
     def width(self) -> int:
-        return int(self.pixels.shape[2])
+        return int(self.stored.shape[0 if self.orientation in TRANSPOSING else 1])
 
     @property
     def height(self) -> int:
-        return int(self.pixels.shape[1])
+        return int(self.stored.shape[1 if self.orientation in TRANSPOSING else 0])
 
 
 @dataclass(frozen=True)
@@ -60,7 +73,7 @@ class Prepared:
     """An upload made ready for the network: fitted to its input, full pixels only if asked for."""
 
     fitted: Fitted
-    full: Tensor | None  # uint8 (3, H, W), kept only for a drawn answer
+    full: np.ndarray | None  # uint8 (H, W, 3) as shown, kept only for a drawn answer
     format: str
 
     @property
@@ -77,15 +90,13 @@ class EncodedJpeg:
     """A JPEG whose header passed every check, its decoding left to the batcher on the inference
     device (``DETECTOR_DEVICE_DECODE``; see :mod:`app.imaging.device_decode`)."""
 
-    data: Tensor  # uint8, 1-D: the file's bytes, on CPU as decode_jpeg takes them
+    data: bytes  # the file's bytes
     orientation: int  # EXIF orientation, 1 (as stored) to 8
     width: int  # as displayed, after orientation
     height: int
     label: str
 
 
-# EXIF orientations that swap width and height.
-TRANSPOSING = (5, 6, 7, 8)
 EXIF_ORIENTATION = 0x0112
 
 
@@ -174,10 +185,11 @@ DECODE_BYTES_PER_PIXEL = {"jpeg-direct": 4, "rgb": 9, "other": 13, "wide": 16, "
 DECODE_BYTES_PER_ROW = 24
 
 
-def decode_cost(image: Image.Image, kind: str) -> int:
-    """The peak memory, in bytes, that decoding and fitting the opened ``image`` takes."""
-    if kind == "jpeg" and image.mode in ("RGB", "L"):
-        per_pixel = DECODE_BYTES_PER_PIXEL["jpeg-direct"]  # libjpeg-turbo into the tensor
+def decode_cost(image: Image.Image, kind: str, fit_bytes_per_pixel: int = 0) -> int:
+    """The peak memory, in bytes, that decoding and fitting the opened ``image`` takes, with
+    ``fit_bytes_per_pixel`` more for a fit that copies the full image (the numpy runtime's)."""
+    if kind == "jpeg" and image.mode in ("RGB", "L") and _turbo_jpeg() is not None:
+        per_pixel = DECODE_BYTES_PER_PIXEL["jpeg-direct"]  # libjpeg-turbo into the array
     elif kind == "webp":
         per_pixel = DECODE_BYTES_PER_PIXEL["webp"]
     elif image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
@@ -187,7 +199,7 @@ def decode_cost(image: Image.Image, kind: str) -> int:
     else:
         per_pixel = DECODE_BYTES_PER_PIXEL["other"]
     width, height = image.size
-    return int(width * height * per_pixel + height * DECODE_BYTES_PER_ROW)
+    return int(width * height * (per_pixel + fit_bytes_per_pixel) + height * DECODE_BYTES_PER_ROW)
 
 
 class _DeadlineReader(io.BytesIO):
@@ -282,23 +294,19 @@ def exif_orientation(image: Image.Image) -> int:
     return value if isinstance(value, int) and value in range(1, 9) else 1
 
 
-def orient(pixels: Tensor, orientation: int) -> Tensor:
-    """Apply an EXIF orientation (1-8) to ``(C, H, W)`` pixels, as a viewer would show them."""
-    if orientation == 2:
-        return pixels.flip(-1)
-    if orientation == 3:
-        return pixels.flip(-1, -2)
-    if orientation == 4:
-        return pixels.flip(-2)
-    if orientation == 5:
-        return pixels.transpose(-1, -2)
-    if orientation == 6:
-        return pixels.transpose(-1, -2).flip(-1)
-    if orientation == 7:
-        return pixels.transpose(-1, -2).flip(-1, -2)
-    if orientation == 8:
-        return pixels.transpose(-1, -2).flip(-2)
-    return pixels
+@functools.cache
+def _turbo_jpeg() -> Any:
+    """torchvision's JPEG decoder where torchvision is installed (the torch images), else None."""
+    if importlib.util.find_spec("torchvision") is None:
+        return None
+    import torch
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    return lambda data: (
+        decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+        .permute(1, 2, 0)
+        .numpy()
+    )
 
 
 def decode_image_bytes(
@@ -319,17 +327,17 @@ def decode_image_bytes(
 def _decode_opened(image: Image.Image, kind: str, data: bytes, label: str) -> DecodedImage:
     try:
         orientation = exif_orientation(image)
-        if kind == "jpeg" and image.mode in ("RGB", "L"):
-            # libjpeg-turbo through torchvision: faster than Pillow, identical pixels. Its own
-            # EXIF reading is not used, so that every format orients (or not) the same way.
+        turbo = _turbo_jpeg()
+        if kind == "jpeg" and image.mode in ("RGB", "L") and turbo is not None:
+            # libjpeg-turbo through torchvision straight into the array: Pillow's pixels without
+            # Pillow's copy. Its own EXIF reading is not used, so that every format orients (or
+            # not) the same way.
             image.close()
-            pixels = decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+            pixels = turbo(data)
         else:
             image.seek(0)  # first frame of an animation
             rgb = _to_rgb(image)
-            # (H, W, 3) memory seen as (3, H, W): one copy of the pixels, in the channels-last
-            # layout that the antialiased resize reads fastest.
-            pixels = torch.from_numpy(np.array(rgb)).permute(2, 0, 1)
+            pixels = np.array(rgb)  # one copy of the pixels, (H, W, 3)
             rgb.close()
             image.close()
     except ClientError:
@@ -338,13 +346,13 @@ def _decode_opened(image: Image.Image, kind: str, data: bytes, label: str) -> De
         raise DecodeError(
             400, f"{label} is a truncated or corrupt {kind.upper()} image{reason(exc)}; send the whole file"
         ) from exc
-    return DecodedImage(pixels=orient(pixels, orientation), format=kind)
+    return DecodedImage(stored=pixels, orientation=orientation, format=kind)
 
 
 def prepare(
     data: bytes,
     max_pixels: int,
-    input_size: int,
+    fit: Fit,
     label: str,
     timeout: float,
     keep_full: bool = False,
@@ -353,7 +361,8 @@ def prepare(
     """Decode one upload and fit it to the network's input; the full pixels are dropped unless
     ``keep_full`` (a drawn answer needs them)."""
     decoded = decode_image_bytes(data, max_pixels, label, timeout, cancel)
-    return Prepared(fit(decoded.pixels, input_size), decoded.pixels if keep_full else None, decoded.format)
+    full = np.ascontiguousarray(decoded.pixels) if keep_full else None
+    return Prepared(fit(decoded.stored, decoded.orientation), full, decoded.format)
 
 
 def check_or_decode(
@@ -372,6 +381,4 @@ def check_or_decode(
     width, height = image.size
     if orientation in TRANSPOSING:
         width, height = height, width
-    return EncodedJpeg(
-        torch.frombuffer(bytearray(data), dtype=torch.uint8), orientation, width, height, label
-    )
+    return EncodedJpeg(data, orientation, width, height, label)

@@ -19,13 +19,17 @@ import torch
 from torch import Tensor
 from torchvision.io import ImageReadMode, decode_jpeg
 
-from app.imaging.decoding import DecodeError, EncodedJpeg, orient, reason
-from model.letterbox import Fitted
+from app.imaging.decoding import DecodeError, EncodedJpeg, reason
+from model.letterbox import Fitted, orient
+
+
+def _bytes(jpeg: EncodedJpeg) -> Tensor:
+    return torch.frombuffer(bytearray(jpeg.data), dtype=torch.uint8)
 
 
 def _decode_one(jpeg: EncodedJpeg, device: torch.device) -> Tensor | DecodeError:
     try:
-        pixels = decode_jpeg(jpeg.data, mode=ImageReadMode.RGB, device=device)
+        pixels = decode_jpeg(_bytes(jpeg), mode=ImageReadMode.RGB, device=device)
     except RuntimeError as exc:
         return DecodeError(
             400, f"{jpeg.label} is a truncated or corrupt JPEG image{reason(exc)}; send the whole file"
@@ -42,7 +46,7 @@ def decode_batch(
     if jpegs:
         try:
             pixels = decode_jpeg(
-                [jpeg.data for jpeg in jpegs.values()], mode=ImageReadMode.RGB, device=device
+                [_bytes(jpeg) for jpeg in jpegs.values()], mode=ImageReadMode.RGB, device=device
             )
             decoded = {
                 k: orient(p, jpeg.orientation) for (k, jpeg), p in zip(jpegs.items(), pixels, strict=True)

@@ -28,16 +28,13 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-
-from torch import Tensor
+from typing import Any
 
 from app.imaging.decoding import DecodeError, EncodedJpeg
-from app.imaging.device_decode import decode_batch
 from app.metrics import Metrics
 from model.config import DetectParams
-from model.letterbox import Fitted
-from model.postprocess import Detections
-from model.predictor import Predictor
+from model.geometry import Fitted
+from model.runtime import Found, ServingPredictor
 
 log = logging.getLogger("app.serving.batching")
 
@@ -52,9 +49,9 @@ class BatchFailed(Exception):
 
 @dataclass
 class _Item:
-    image: Tensor | Fitted | EncodedJpeg  # decoded pixels, or a JPEG to decode with its batch
+    image: Fitted | EncodedJpeg  # fitted pixels, or a JPEG to decode with its batch
     params: DetectParams
-    future: asyncio.Future[Detections]
+    future: asyncio.Future[Found]
 
 
 class FairQueue:
@@ -101,7 +98,7 @@ class FairQueue:
 class DynamicBatcher:
     def __init__(
         self,
-        predictor: Predictor,
+        predictor: ServingPredictor,
         metrics: Metrics,
         max_batch_size: int = 16,
         timeout_s: float = 0.002,
@@ -141,9 +138,7 @@ class DynamicBatcher:
         self._queue.clear()
         self._executor.shutdown(wait=True)
 
-    async def submit(
-        self, images: Sequence[Tensor | Fitted | EncodedJpeg], params: DetectParams
-    ) -> list[Detections]:
+    async def submit(self, images: Sequence[Fitted | EncodedJpeg], params: DetectParams) -> list[Found]:
         """Detect on ``images`` (all with ``params``); raises :class:`Overloaded`, :class:`BatchFailed`,
         or the :class:`DecodeError` of a JPEG that failed to decode."""
         self.check_capacity(len(images))
@@ -225,10 +220,14 @@ class DynamicBatcher:
                 else:
                     item.future.set_result(found)
 
-    def _infer(self, batch: list[_Item]) -> list[Detections | DecodeError]:
+    def _infer(self, batch: list[_Item]) -> list[Found | DecodeError]:
         """In the inference thread: decode the batch's JPEGs (if any) on the device, then detect."""
-        decoded = decode_batch([item.image for item in batch], self.device)
-        pixels: list[Tensor | Fitted] = []
+        decoded: list[Any] = [item.image for item in batch]
+        if any(isinstance(image, EncodedJpeg) for image in decoded):
+            from app.imaging.device_decode import decode_batch  # torch: only with device decode
+
+            decoded = decode_batch(decoded, self.device)
+        pixels: list[Any] = []
         params: list[DetectParams] = []
         for item, image in zip(batch, decoded, strict=True):
             if not isinstance(image, DecodeError):

@@ -10,7 +10,6 @@ import asyncio
 import logging
 import os
 
-import torch
 from fastapi import FastAPI
 
 from app.imaging.decode_pool import DecodeLimits, DecodePool
@@ -19,9 +18,13 @@ from app.serving.service import DetectorService
 from app.serving.state import Lifecycle
 from app.settings import Settings
 from model.backends import CPU_RUNTIMES
-from model.checkpoint import WeightsError
+from model.card import WeightsError
 from model.config import DetectParams
-from model.predictor import Predictor
+from model.runtime import open_predictor, resolve_runtime
+
+# What the numpy runtime's fit copies of a full image (Pillow's 4 bytes a pixel), beyond what the
+# decode costs of app.imaging.decoding count.
+ARRAY_FIT_BYTES_PER_PIXEL = 4
 
 log = logging.getLogger("app")
 
@@ -35,13 +38,29 @@ async def load_service(app: FastAPI) -> None:
             "(decoded bytes, default 1 GiB; about 13 bytes per pixel of the old budget)"
         )
     try:
-        if settings.torch_threads:
+        runtime = resolve_runtime(settings.runtime)
+        if settings.device_decode and runtime == "numpy":
+            raise ValueError(
+                "DETECTOR_DEVICE_DECODE decodes JPEGs with torchvision on the inference device, which "
+                "the numpy runtime has not; unset it (or use the GPU image)"
+            )
+        if runtime == "torch" and settings.torch_threads:
+            import torch
+
             torch.set_num_threads(settings.torch_threads)
         defaults = DetectParams(settings.score_threshold, settings.iou_threshold, settings.max_detections)
         predictor, weights = await asyncio.to_thread(
-            Predictor.from_weights, settings.weights, settings.device, None, settings.backend, defaults
+            open_predictor,
+            settings.weights,
+            settings.device,
+            settings.backend,
+            defaults,
+            runtime,
+            settings.torch_threads,
         )
-        if predictor.backend in CPU_RUNTIMES:
+        if runtime == "torch" and predictor.backend in CPU_RUNTIMES:
+            import torch
+
             # ONNX Runtime / OpenVINO took the threads for the network; torch is left the per-image
             # letterbox and post-processing, which cost half the CPU time on one thread as on two
             # (measured).
@@ -58,7 +77,11 @@ async def load_service(app: FastAPI) -> None:
             settings.max_image_pixels, settings.max_request_pixels, settings.decode_timeout_seconds
         )
         decoder = DecodePool(
-            limits, settings.decode_budget_bytes, settings.decode_threads, predictor.config.input_size
+            limits,
+            settings.decode_budget_bytes,
+            settings.decode_threads,
+            predictor.fit,
+            ARRAY_FIT_BYTES_PER_PIXEL if predictor.runtime == "numpy" else 0,
         )
         service = DetectorService(predictor, weights, batcher, decoder)
         await asyncio.to_thread(service.warm_up, settings.device_decode)
@@ -74,11 +97,12 @@ async def load_service(app: FastAPI) -> None:
         ).set(1)
         readiness.ready()
         log.info(
-            "ready: %s version %s on %s (%s), weights %s",
+            "ready: %s version %s on %s (%s, %s runtime), weights %s",
             predictor.config.name,
             weights.version,
             predictor.device,
             service.dtype,
+            predictor.runtime,
             settings.weights,
         )
     except (WeightsError, ValueError, OSError, RuntimeError) as exc:

@@ -3,26 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-import torch
-from torchvision.io import encode_jpeg
+import numpy as np
+from PIL import Image
 
 from app.imaging.decode_pool import DecodePool
 from app.imaging.decoding import EncodedJpeg, check_or_decode
-from app.imaging.device_decode import decode_batch
 from app.serving.batching import DynamicBatcher
-from model.checkpoint import LoadedWeights
+from model.card import Described
 from model.config import DetectParams
-from model.predictor import Predictor
+from model.runtime import ServingPredictor
 
 
 @dataclass
 class DetectorService:
-    predictor: Predictor
-    weights: LoadedWeights
+    predictor: ServingPredictor
+    weights: Described
     batcher: DynamicBatcher
     decoder: DecodePool
     # Drawn answers (format=image/jpeg/png) hold a full-resolution image until it is encoded:
@@ -53,17 +53,22 @@ class DetectorService:
         """Each batch size the batcher will form (powers of two up to its maximum) through the
         whole path, twice, so that no request pays for lazy set-up or a JIT specialisation; with
         ``device_decode`` the batch JPEG decoder too (nvJPEG sets itself up on first use)."""
-        image = torch.zeros(3, 64, 96, dtype=torch.uint8)
+        image = np.zeros((64, 96, 3), dtype=np.uint8)
+        fitted = self.predictor.fit(image)
         sizes = sorted({min(2**k, self.batcher.max_batch_size) for k in range(8)})
-        jpeg = (
-            check_or_decode(encode_jpeg(image).numpy().tobytes(), image[0].numel()) if device_decode else None
-        )
+        jpeg = None
+        if device_decode:
+            from app.imaging.device_decode import decode_batch  # torch: only with device decode
+
+            encoded = io.BytesIO()
+            Image.fromarray(image).save(encoded, "JPEG")
+            jpeg = check_or_decode(encoded.getvalue(), image.size)
         for size in sizes:
             if isinstance(jpeg, EncodedJpeg):
                 decode_batch([jpeg] * size, self.predictor.device)
             for _ in range(2):
                 start = time.perf_counter()
-                self.predictor([image] * size, self.predictor.defaults)
+                self.predictor([fitted] * size, self.predictor.defaults)
             if size == 1:  # the batcher's first estimate of seconds per image: the cautious one
                 self.batcher.seconds_per_image = time.perf_counter() - start
 

@@ -23,38 +23,13 @@ import torch
 from torch import Tensor, nn
 
 from model.backends.onnx_runtime import export_onnx
-from model.checkpoint import CARD_FILE, LoadedWeights, WeightsError, file_sha256
+from model.card import INT8_BIN, INT8_KEY, INT8_XML, verified_int8
+
+__all__ = ["INT8_BIN", "INT8_KEY", "INT8_XML", "OpenVinoNetwork", "verified_int8"]
 
 log = logging.getLogger(__name__)
 
 Precision = Literal["f32", "bf16"]
-
-INT8_KEY = "int8"  # the model.json entry describing the derived int8 network
-INT8_XML = "model.int8.xml"
-INT8_BIN = "model.int8.bin"
-
-
-def verified_int8(loaded: LoadedWeights) -> Path | None:
-    """The int8 network's ``.xml`` beside the weights when ``model.json`` describes one and every
-    hash matches; None when there is none; :class:`WeightsError` when one is there but does not
-    match (a changed file, or int8 files derived from other weights)."""
-    block = loaded.card.get(INT8_KEY)
-    if not block or loaded.folder is None:
-        return None
-    folder = loaded.folder
-    if block.get("source_sha256") != loaded.sha256:
-        raise WeightsError(
-            f"{folder / INT8_XML}: derived from weights {str(block.get('source_sha256'))[:12]}..., "
-            f"not these ({loaded.version}); derive it again: "
-            f"python -m model.quantize --weights {folder} --data VOCDEVKIT"
-        )
-    for name, key in ((INT8_XML, "xml_sha256"), (INT8_BIN, "bin_sha256")):
-        path = folder / name
-        if not path.is_file():
-            raise WeightsError(f"{path}: missing, though {CARD_FILE} describes an int8 network")
-        if file_sha256(path) != block.get(key):
-            raise WeightsError(f"{path}: sha256 does not match the one recorded in {CARD_FILE}")
-    return folder / INT8_XML
 
 
 class OpenVinoNetwork:

@@ -13,7 +13,7 @@ import pytest
 from app.imaging.decoding import decode_image_bytes
 from model.config import DetectParams
 from model.predictor import Predictor
-from tests.support.images import image_bytes
+from tests.support.images import chw, image_bytes
 from tests.support.serving import ROOT, Server, SlowUpload
 
 pytestmark = pytest.mark.slow  # real servers or training runs: not in make test-fast
@@ -60,7 +60,7 @@ def test_served_backend_gives_what_was_measured(server: Server):
     )
     served = response.json()["results"][0]["detections"]
     predictor, _ = Predictor.from_weights(SHIPPED, "cpu", backend=backend)
-    pixels = decode_image_bytes(data, 10**8).pixels
+    pixels = chw(decode_image_bytes(data, 10**8).pixels)
     expected = predictor(pixels, DetectParams(score_threshold=0.0002, max_detections=1000))[0]
     assert len(served) == len(expected.scores) > 5
     # Matched by class and box, not by rank: near-equal scores may swap places.

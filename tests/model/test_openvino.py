@@ -18,6 +18,7 @@ from model.config import DetectParams
 from model.predictor import Predictor
 from model.quantize import main as quantize_main
 from tests.support.attacks import photo_like
+from tests.support.images import chw
 from tests.support.serving import ROOT
 from tests.support.weights import make_weights
 
@@ -36,7 +37,7 @@ def test_openvino_fp32_equals_eager(tiny_network):
 
 def photos() -> list[torch.Tensor]:
     sizes = [(640, 480), (500, 375), (375, 500), (800, 600), (500, 500), (333, 500)]
-    return [decode_image_bytes(photo_like(w, h, seed=s), 10**8).pixels for s, (w, h) in enumerate(sizes)]
+    return [chw(decode_image_bytes(photo_like(w, h, seed=s), 10**8).pixels) for s, (w, h) in enumerate(sizes)]
 
 
 @pytest.mark.parametrize(

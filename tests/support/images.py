@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import struct
 import zlib
+from typing import Any
 
 from PIL import Image
 
@@ -43,3 +44,14 @@ def jpeg_claiming(width: int, height: int) -> bytes:
     marker = data.index(b"\xff\xc0")  # baseline SOF0: length(2) precision(1) height(2) width(2)
     data[marker + 5 : marker + 9] = struct.pack(">HH", height, width)
     return bytes(data)
+
+
+def chw(pixels: Any) -> Any:
+    """A decoded upload's uint8 ``(H, W, 3)`` array as the torch path's ``(3, H, W)`` tensor, on the
+    same memory where torch can take it (so a resize reads it in the same layout as the service's)."""
+    import numpy as np
+    import torch
+
+    if not pixels.flags.writeable or any(step < 0 for step in pixels.strides):
+        pixels = np.array(pixels)
+    return torch.from_numpy(pixels).permute(2, 0, 1)

@@ -10,9 +10,14 @@ import pytest
 from app.imaging.decode_pool import DecodeLimits, DecodePool, MemoryBudget
 from app.imaging.decoding import DecodeError, decode_image_bytes
 from app.imaging.upload import ImagePart
+from model.letterbox import fit_stored
 from tests.support import attacks
 
 LIMIT = 40_000_000
+
+
+def FIT(pixels, orientation):  # the torch path's fit to a 64-pixel input
+    return fit_stored(pixels, orientation, 64)
 
 
 @pytest.mark.slow
@@ -67,7 +72,7 @@ def test_a_failing_part_cancels_the_parts_still_to_decode():
     slow = attacks.photo_like(2000, 1500, "PNG")
     truncated = slow[: len(slow) // 3]  # passes the header check, fails while decoding
     parts = [ImagePart(0, "bad.png", truncated)] + [ImagePart(k, f"{k}.png", slow) for k in range(1, 9)]
-    pool = CountingPool(DecodeLimits(LIMIT, 10**9, 30.0), 10**9, threads=1, input_size=64)
+    pool = CountingPool(DecodeLimits(LIMIT, 10**9, 30.0), 10**9, threads=1, fit=FIT)
     CountingPool.finished = 0
 
     async def run() -> tuple[DecodeError, float]:
@@ -88,7 +93,7 @@ def test_a_failing_part_cancels_the_parts_still_to_decode():
 def test_a_cancelled_request_stops_its_decodes():
     slow = attacks.photo_like(2000, 1500, "PNG")
     parts = [ImagePart(k, f"{k}.png", slow) for k in range(8)]
-    pool = CountingPool(DecodeLimits(LIMIT, 10**9, 30.0), 10**9, threads=1, input_size=64)
+    pool = CountingPool(DecodeLimits(LIMIT, 10**9, 30.0), 10**9, threads=1, fit=FIT)
     CountingPool.finished = 0
 
     async def run() -> None:

@@ -12,7 +12,7 @@ from app.imaging.decoding import DecodedImage, DecodeError, EncodedJpeg, check_o
 from app.imaging.device_decode import decode_batch
 from tests.app.imaging.test_decoding import LIMIT, asymmetric_image, encode
 from tests.support.app_client import make_client, wait_ready
-from tests.support.images import image_bytes
+from tests.support.images import chw, image_bytes
 
 CPU = torch.device("cpu")
 
@@ -29,7 +29,7 @@ def test_batch_decode_applies_exif_orientation_like_the_cpu_path(orientation):
     checked = check_or_decode(data, LIMIT, "part 1")
     assert isinstance(checked, EncodedJpeg) and checked.orientation == orientation
     (pixels,) = decode_batch([checked], CPU)
-    expected = decode_image_bytes(data, LIMIT).pixels
+    expected = chw(decode_image_bytes(data, LIMIT).pixels)
     assert isinstance(pixels, torch.Tensor)
     assert torch.equal(pixels, expected)
     assert (checked.width, checked.height) == (expected.shape[2], expected.shape[1])
@@ -58,7 +58,7 @@ def test_a_corrupt_jpeg_fails_alone_in_its_batch():
     assert all(isinstance(item, EncodedJpeg) for item in items)
     first, failed, last = decode_batch([*items, torch.zeros(3, 5, 5, dtype=torch.uint8)], CPU)[:3]
     assert isinstance(failed, DecodeError) and failed.status == 400 and "part 1" in failed.detail
-    assert torch.equal(first, decode_image_bytes(good, LIMIT).pixels)  # type: ignore[arg-type]
+    assert torch.equal(first, chw(decode_image_bytes(good, LIMIT).pixels))  # type: ignore[arg-type]
     assert torch.equal(last, first)  # type: ignore[arg-type]
 
 
@@ -105,7 +105,7 @@ def test_nvjpeg_agrees_with_the_cpu_decoder(orientation):
     decoded = decode_batch(checked, torch.device("cuda"))
     for pixels, d in zip(decoded, data, strict=True):
         assert isinstance(pixels, torch.Tensor) and pixels.device.type == "cuda"
-        expected = decode_image_bytes(d, LIMIT).pixels
+        expected = chw(decode_image_bytes(d, LIMIT).pixels)
         assert pixels.shape == expected.shape
         difference = (pixels.cpu().int() - expected.int()).abs().float()
         assert difference.mean() < 2 and difference.quantile(0.99) <= 8

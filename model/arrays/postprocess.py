@@ -1,0 +1,118 @@
+"""Post-processing in numpy: raw grid -> scored, thresholded, NMS-filtered boxes in original pixels.
+
+The same rules, in the same order, as the torch path (:func:`model.boxes.split_grid`,
+:func:`model.postprocess.postprocess`): the seed's box decoding, sigmoid(objectness) x
+softmax(classes), the threshold and class filter, the top :data:`PRE_NMS_TOP_K` candidates,
+the mapping to original pixels, and class-aware greedy NMS (torchvision's coordinate-offset rule),
+all in float32.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from model.config import DetectParams
+from model.geometry import Letterbox
+
+BOX_CHANNELS = 4  # tx, ty, tw, th (model.network.BOX_CHANNELS)
+PRE_NMS_TOP_K = 1000  # model.postprocess.PRE_NMS_TOP_K
+_MAX_LOG_SIZE = np.float32(10.0)  # exp(tw) is clamped as in model.boxes.decode_boxes
+
+
+@dataclass(frozen=True)
+class ArrayDetections:
+    """Detections of one image, sorted by score (highest first), as numpy arrays.
+
+    boxes_xyxy: ``(N, 4)`` float32 in original-image pixels, ``0 <= x1 < x2 <= W``,
+    ``0 <= y1 < y2 <= H``. scores: ``(N,)`` float32 in [0, 1]. labels: ``(N,)`` int64 class ids.
+    """
+
+    boxes_xyxy: np.ndarray
+    scores: np.ndarray
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.scores.size)
+
+
+def decode_grid(raw: np.ndarray, stride: int) -> tuple[np.ndarray, np.ndarray]:
+    """raw ``(B, 5 + C, H, W)`` head output -> boxes ``(B, H*W, 4)`` xyxy input pixels and scores
+    ``(B, H*W, C)``; cells flattened row-major (cell ``j * W + i``)."""
+    batch, channels, height, width = raw.shape
+    flat = raw.astype(np.float32, copy=False).reshape(batch, channels, height * width).transpose(0, 2, 1)
+    j, i = np.meshgrid(np.arange(height, dtype=np.float32), np.arange(width, dtype=np.float32), indexing="ij")
+    centres = np.stack([i.ravel(), j.ravel()], axis=1) + np.float32(0.5)  # (H*W, 2) in cells
+    s = np.float32(stride)
+    xy = s * (np.tanh(flat[..., :2]) + centres)
+    wh = s * np.exp(np.minimum(flat[..., 2:BOX_CHANNELS], _MAX_LOG_SIZE))
+    half = np.float32(0.5) * wh
+    boxes = np.concatenate([xy - half, xy + half], axis=-1)
+    objectness = np.float32(1.0) / (np.float32(1.0) + np.exp(-flat[..., BOX_CHANNELS]))
+    logits = flat[..., BOX_CHANNELS + 1 :]
+    exp = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    scores = objectness[..., None] * (exp / exp.sum(axis=-1, keepdims=True))
+    return boxes, scores
+
+
+def nms(boxes_xyxy: np.ndarray, scores: np.ndarray, iou_threshold: float, limit: int) -> np.ndarray:
+    """Greedy NMS: indices of the kept boxes, highest score first, at most ``limit`` of them; a
+    box is dropped when its IoU with a kept one is over ``iou_threshold``."""
+    order = np.argsort(-scores, kind="stable")
+    x1, y1, x2, y2 = (boxes_xyxy[:, k] for k in range(4))
+    areas = (x2 - x1) * (y2 - y1)
+    suppressed = np.zeros(len(scores), dtype=bool)
+    keep: list[int] = []
+    threshold = np.float32(iou_threshold)
+    for position, index in enumerate(order):
+        if suppressed[index]:
+            continue
+        keep.append(int(index))
+        if len(keep) == limit:
+            break
+        rest = order[position + 1 :]
+        width = np.maximum(np.minimum(x2[index], x2[rest]) - np.maximum(x1[index], x1[rest]), 0)
+        height = np.maximum(np.minimum(y2[index], y2[rest]) - np.maximum(y1[index], y1[rest]), 0)
+        inter = width * height
+        suppressed[rest[inter / (areas[index] + areas[rest] - inter) > threshold]] = True
+    return np.array(keep, dtype=np.int64)
+
+
+def postprocess_image(
+    boxes_xyxy: np.ndarray, scores: np.ndarray, placement: Letterbox, params: DetectParams
+) -> ArrayDetections:
+    """One image: boxes ``(K, 4)`` in input pixels and scores ``(K, C)`` -> :class:`ArrayDetections`."""
+    keep = scores >= np.float32(params.score_threshold)  # (K, C)
+    if params.class_ids is not None:
+        keep_class = np.zeros(scores.shape[1], dtype=bool)
+        keep_class[list(params.class_ids)] = True
+        keep &= keep_class
+    cell, label = np.nonzero(keep)
+    candidate_scores = scores[cell, label]
+    if candidate_scores.size > PRE_NMS_TOP_K:
+        top = np.argsort(-candidate_scores, kind="stable")[:PRE_NMS_TOP_K]
+        cell, label, candidate_scores = cell[top], label[top], candidate_scores[top]
+    boxes = placement.to_original_array(boxes_xyxy[cell])
+    # Boxes entirely in the letterbox border collapse to nothing once clipped.
+    valid = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    boxes, label, candidate_scores = boxes[valid], label[valid].astype(np.int64), candidate_scores[valid]
+    if boxes.size:  # classes apart: each class's boxes shifted past every other's (torchvision's rule)
+        offsets = label.astype(np.float32) * (boxes.max() + np.float32(1.0))
+        kept = nms(boxes + offsets[:, None], candidate_scores, params.iou_threshold, params.max_detections)
+    else:
+        kept = np.zeros(0, dtype=np.int64)
+    return ArrayDetections(
+        boxes_xyxy=boxes[kept].astype(np.float32),
+        scores=candidate_scores[kept].astype(np.float32),
+        labels=label[kept],
+    )
+
+
+def postprocess(
+    raw: np.ndarray, stride: int, placements: Sequence[Letterbox], params: Sequence[DetectParams]
+) -> list[ArrayDetections]:
+    """A batch of raw grids: each image with its own letterbox placement and its own parameters."""
+    boxes, scores = decode_grid(raw, stride)
+    return [postprocess_image(boxes[b], scores[b], placements[b], params[b]) for b in range(len(placements))]
