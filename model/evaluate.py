@@ -15,12 +15,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from model.arrays.predictor import ArrayPredictor
 from model.backends import BACKENDS
-from model.checkpoint import write_card
+from model.card import WeightsCard
+from model.checkpoint import LoadedWeights, write_card
 from model.config import DetectParams
 from model.data import DEFAULT_SPLIT_SEED, DEFAULT_VAL_FRACTION, open_dataset
 from model.evaluation.report import EVAL_PARAMS, card_val_block, evaluate_predictor, format_table
-from model.predictor import Predictor
+from model.predictor import Predictor, TensorView
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -38,6 +40,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--split-seed", type=int, default=DEFAULT_SPLIT_SEED)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--backend", default="auto", choices=BACKENDS)
+    parser.add_argument(
+        "--runtime",
+        default="torch",
+        choices=("torch", "numpy"),
+        help="numpy: the torch-free serving path of the CPU image (model.arrays), int8 or null",
+    )
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--score-threshold", type=float, default=EVAL_PARAMS.score_threshold)
@@ -49,7 +57,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--write-card", action="store_true", help="record the result in the weights' card")
     args = parser.parse_args(argv)
 
-    predictor, loaded = Predictor.from_weights(args.weights, device=args.device, backend=args.backend)
+    predictor: Predictor | TensorView
+    loaded: WeightsCard | LoadedWeights
+    if args.runtime == "numpy":
+        array_predictor, loaded = ArrayPredictor.from_weights(args.weights, backend=args.backend)
+        predictor = TensorView(array_predictor)
+    else:
+        predictor, loaded = Predictor.from_weights(args.weights, device=args.device, backend=args.backend)
     dataset = open_dataset(args.data, args.split, loaded.config.classes, args.split_fraction, args.split_seed)
     print(f"data: {dataset.description}")
     params = DetectParams(args.score_threshold, EVAL_PARAMS.iou_threshold, EVAL_PARAMS.max_detections)
@@ -87,7 +101,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if predictor.precision == "fp32" or "val" not in card:
             card["val"] = block
         by_backend = dict(card.get("val_by_backend", {}))
-        by_backend[predictor.backend] = {k: block[k] for k in ("split", "images", "map50", "evaluated_on")}
+        key = predictor.backend if args.runtime == "torch" else f"{predictor.backend} (numpy runtime)"
+        by_backend[key] = {k: block[k] for k in ("split", "images", "map50", "evaluated_on")}
         card["val_by_backend"] = by_backend
         write_card(args.weights, card)
         print(f"card of {args.weights} updated with {args.split} AP")

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from model.arrays.predictor import ArrayPredictor
 from model.backends import Backend, Runner, auto_cpu_backend, build_runner, precision_of
 from model.boxes import split_grid
 from model.checkpoint import LoadedWeights, WeightsError, load_weights
@@ -132,3 +133,31 @@ class Predictor:
         batch, placements = self.preprocess(images)
         output = split_grid(self.forward(batch), self.config.stride)
         return postprocess(output, placements, per_image)
+
+
+class TensorView:
+    """The torch-free :class:`~model.arrays.predictor.ArrayPredictor` seen through torch: it takes
+    uint8 ``(3, H, W)`` tensors and gives :class:`Detections` of tensors, so that evaluation scores
+    the CPU image's path with the same code as every other."""
+
+    def __init__(self, inner: ArrayPredictor) -> None:
+        self.inner = inner
+        self.config = inner.config
+        self.defaults = inner.defaults
+        self.device = inner.device
+        self.backend = inner.backend
+        self.precision = inner.precision
+        self.runtime = inner.runtime
+
+    def __call__(
+        self,
+        images: Tensor | Sequence[Tensor],
+        params: DetectParams | Sequence[DetectParams] | None = None,
+    ) -> list[Detections]:
+        if isinstance(images, Tensor) and images.ndim == 3:
+            images = [images]
+        arrays = [image.permute(1, 2, 0).numpy() for image in images]  # (H, W, 3) views
+        return [
+            Detections(torch.from_numpy(f.boxes_xyxy), torch.from_numpy(f.scores), torch.from_numpy(f.labels))
+            for f in self.inner(arrays, params)
+        ]

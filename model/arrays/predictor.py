@@ -75,7 +75,15 @@ class ArrayPredictor:
             model.reshape({0: ov.PartialShape([-1, 3, size, size])})
             threads = threads or len(os.sched_getaffinity(0))
             compiled = core.compile_model(
-                model, "CPU", {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads}
+                model,
+                "CPU",
+                # f32 for the layers left unquantized, as on the torch path (OpenVINO would pick bf16
+                # on CPUs that have it, which moves scores by a few thousandths).
+                {
+                    "PERFORMANCE_HINT": "LATENCY",
+                    "INFERENCE_NUM_THREADS": threads,
+                    "INFERENCE_PRECISION_HINT": "f32",
+                },
             )
             self._request = compiled.create_infer_request()
             log.info(

@@ -13,7 +13,7 @@ from model.config import DetectParams
 from model.data import DetectionDataset, collate_raw
 from model.evaluation.ap import EvaluationResult, ImageGroundTruth, evaluate_detections
 from model.postprocess import Detections
-from model.predictor import Predictor
+from model.predictor import Predictor, TensorView
 
 # Evaluation keeps low-scoring boxes: AP integrates over the whole precision/recall curve.
 EVAL_PARAMS = DetectParams(score_threshold=0.01, iou_threshold=0.45, max_detections=100)
@@ -37,7 +37,7 @@ class EvaluationReport:
 
 
 def evaluate_predictor(
-    predictor: Predictor,
+    predictor: Predictor | TensorView,
     dataset: DetectionDataset,
     batch_size: int = 16,
     workers: int = 2,
@@ -62,7 +62,9 @@ def evaluate_predictor(
     return EvaluationReport(result, len(detections), time.perf_counter() - start, detections, truths)
 
 
-def card_val_block(report: EvaluationReport, split: str, predictor: Predictor) -> dict[str, object]:
+def card_val_block(
+    report: EvaluationReport, split: str, predictor: Predictor | TensorView
+) -> dict[str, object]:
     """The ``val`` block of a model card: what was measured, on what, how."""
     return {
         "split": split,

@@ -31,3 +31,28 @@ def make_weights(
                 network.head[-1].bias[5 + 14] = 4.0
                 network.head[-1].bias[5 + 11] = 3.0
     return save_weights(folder, network, {"note": "random weights made by the tests"})
+
+
+def add_ir(folder: Path) -> Path:
+    """Beside a weights folder, the network as an OpenVINO IR recorded in the card where the int8
+    network goes (fp32 here: deriving int8 needs NNCF and data), so that the numpy runtime, which
+    serves only that file, can run tiny test weights."""
+    import openvino as ov
+
+    from model.backends.onnx_runtime import export_onnx
+    from model.card import INT8_BIN, INT8_KEY, INT8_XML, file_sha256
+    from model.checkpoint import load_weights, record_derived
+
+    loaded = load_weights(folder, expected_classes=None)
+    model = ov.Core().read_model(export_onnx(loaded.network, loaded.config.input_size), b"")
+    ov.save_model(model, str(folder / INT8_XML), compress_to_fp16=False)
+    block = {
+        "xml": INT8_XML,
+        "bin": INT8_BIN,
+        "xml_sha256": file_sha256(folder / INT8_XML),
+        "bin_sha256": file_sha256(folder / INT8_BIN),
+        "source_sha256": loaded.sha256,
+        "method": "fp32 IR standing in for the int8 network (tests)",
+    }
+    record_derived(folder, INT8_KEY, block)
+    return folder
