@@ -10,9 +10,13 @@ import torch
 from torch import Tensor
 from torchvision.transforms.v2 import functional as TF
 
+from model.arrays.fitting import fit_array
 from model.geometry import LONG_AXIS, Fitted, Letterbox, letterbox_geometry
 
-__all__ = ["LONG_AXIS", "Fitted", "Letterbox", "fit", "fit_stored", "letterbox_batch", "letterbox_geometry"]
+__all__ = [
+    "LONG_AXIS", "Fitted", "Letterbox", "fit", "fit_on_cpu", "fit_stored", "letterbox_batch",
+    "letterbox_geometry", "resize_fit",
+]  # fmt: skip
 
 
 # Elements of float work per step of the long-axis reduction (16 MB).
@@ -49,7 +53,24 @@ def reduce_long_axes(image: Tensor, size: int) -> Tensor:
 
 
 def fit(image: Tensor, size: int) -> Fitted:
-    """uint8 ``(3, H, W)`` image -> its antialiased resize to the letterbox fit of a ``size`` square."""
+    """uint8 ``(3, H, W)`` CPU image -> its antialiased resize to the letterbox fit of a ``size``
+    square, by the CPU's one fit (:func:`model.arrays.fitting.fit_array`, Pillow's): on the CPU the
+    torch and numpy runtimes see the same pixels, so they give the same answers."""
+    fitted = fit_array(image.permute(1, 2, 0).numpy(), 1, size)
+    return Fitted(torch.from_numpy(fitted.pixels).permute(2, 0, 1), fitted.width, fitted.height)
+
+
+def fit_on_cpu(pixels: np.ndarray, orientation: int, size: int) -> Fitted:
+    """A decoded upload, uint8 ``(H, W, 3)`` as stored, with its EXIF ``orientation`` -> :func:`fit`
+    as a viewer shows it, pixels as a ``(3, h, w)`` tensor (the torch runtime's fit on the CPU)."""
+    fitted = fit_array(pixels, orientation, size)
+    return Fitted(torch.from_numpy(fitted.pixels).permute(2, 0, 1), fitted.width, fitted.height)
+
+
+def resize_fit(image: Tensor, size: int) -> Fitted:
+    """uint8 ``(3, H, W)`` image -> torchvision's antialiased resize to the letterbox fit: about
+    four times as fast as Pillow's (docs/model.md), for the GPU's CPU-side fit; pixels within a
+    step or two of :func:`fit`'s."""
     height, width = int(image.shape[-2]), int(image.shape[-1])
     new_h, new_w, _ = letterbox_geometry(height, width, size)
     return Fitted(TF.resize(reduce_long_axes(image, size), [new_h, new_w], antialias=True), width, height)
@@ -76,12 +97,12 @@ def orient(pixels: Tensor, orientation: int) -> Tensor:
 
 def fit_stored(pixels: np.ndarray, orientation: int, size: int) -> Fitted:
     """A decoded upload, uint8 ``(H, W, 3)`` as stored, with its EXIF ``orientation`` -> its
-    :func:`fit` as a viewer shows it (the serving path's fit on the torch path)."""
+    :func:`resize_fit` as a viewer shows it (the torch runtime's fit for a GPU)."""
     # (H, W, 3) memory seen as (3, H, W): no copy, in the channels-last layout that the
     # antialiased resize reads fastest.
     if not pixels.flags.writeable:  # torch takes only writable memory
         pixels = pixels.copy()
-    return fit(orient(torch.from_numpy(pixels).permute(2, 0, 1), orientation), size)
+    return resize_fit(orient(torch.from_numpy(pixels).permute(2, 0, 1), orientation), size)
 
 
 def letterbox_batch(
@@ -111,10 +132,13 @@ def letterbox_batch(
         else:
             height, width = int(image.shape[1]), int(image.shape[2])
         new_h, new_w, placement = letterbox_geometry(height, width, size)
-        if not isinstance(item, Fitted):
+        fitted = isinstance(item, Fitted)
+        if not fitted and device.type == "cpu" and image.device.type == "cpu":
+            image, fitted = fit(image, size).pixels, True  # the CPU's one fit, as served
+        elif not fitted:
             image = reduce_long_axes(image, size)
         on_device = image.to(device, non_blocking=True)
-        if isinstance(item, Fitted):
+        if fitted:
             if tuple(image.shape[1:]) != (new_h, new_w):
                 raise ValueError(f"fitted {tuple(image.shape)} is not {height}x{width} fitted to {size}")
             resized = on_device

@@ -20,7 +20,7 @@ from model.boxes import split_grid
 from model.checkpoint import LoadedWeights, WeightsError, load_weights
 from model.config import DetectorConfig, DetectParams
 from model.hardware import resolve_device
-from model.letterbox import Fitted, Letterbox, fit_stored, letterbox_batch
+from model.letterbox import Fitted, Letterbox, fit_on_cpu, fit_stored, letterbox_batch
 from model.network import GridDetector
 from model.postprocess import Detections, postprocess
 
@@ -97,7 +97,10 @@ class Predictor:
 
     def fit(self, pixels: np.ndarray, orientation: int = 1) -> Fitted:
         """uint8 ``(H, W, 3)`` as stored, EXIF ``orientation`` -> fitted to the input, as a viewer
-        shows it (what the service keeps of an upload while it waits for the network)."""
+        shows it (what the service keeps of an upload while it waits for the network): on the CPU
+        the numpy runtime's fit, on a GPU torchvision's faster resize."""
+        if self.device.type == "cpu":
+            return fit_on_cpu(pixels, orientation, self.config.input_size)
         return fit_stored(pixels, orientation, self.config.input_size)
 
     def preprocess(self, images: Sequence[Tensor | Fitted]) -> tuple[Tensor, list[Letterbox]]:

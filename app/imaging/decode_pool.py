@@ -76,11 +76,18 @@ class DecodeLimits:
 
 class DecodePool:
     def __init__(
-        self, limits: DecodeLimits, budget_bytes: int, threads: int, fit: Fit, fit_bytes_per_pixel: int = 0
+        self,
+        limits: DecodeLimits,
+        budget_bytes: int,
+        threads: int,
+        fit: Fit,
+        fit_bytes_per_pixel: int = 0,
+        turbo: bool = True,
     ) -> None:
         self.limits = limits
         self.fit = fit  # the predictor's: each runtime fits the way its evaluation measured
         self.fit_bytes_per_pixel = fit_bytes_per_pixel
+        self.turbo = turbo  # JPEGs through torchvision where installed (not on the numpy runtime)
         self.budget = MemoryBudget(budget_bytes)
         self.per_request = max(1, threads - 1)
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="decode")
@@ -93,7 +100,7 @@ class DecodePool:
         limits = self.limits
         image, kind = open_checked(part.data, limits.max_image_pixels, part.label, limits.timeout_s, cancel)
         width, height = image.size
-        cost = decode_cost(image, kind, self.fit_bytes_per_pixel)
+        cost = decode_cost(image, kind, self.fit_bytes_per_pixel, self.turbo)
         image.close()
         return int(width * height), cost
 
@@ -116,6 +123,7 @@ class DecodePool:
             limits.timeout_s,
             keep_full,
             cancel,
+            self.turbo,
         )
 
     async def prepare(

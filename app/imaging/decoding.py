@@ -185,10 +185,10 @@ DECODE_BYTES_PER_PIXEL = {"jpeg-direct": 4, "rgb": 9, "other": 13, "wide": 16, "
 DECODE_BYTES_PER_ROW = 24
 
 
-def decode_cost(image: Image.Image, kind: str, fit_bytes_per_pixel: int = 0) -> int:
+def decode_cost(image: Image.Image, kind: str, fit_bytes_per_pixel: int = 0, turbo: bool = True) -> int:
     """The peak memory, in bytes, that decoding and fitting the opened ``image`` takes, with
     ``fit_bytes_per_pixel`` more for a fit that copies the full image (the numpy runtime's)."""
-    if kind == "jpeg" and image.mode in ("RGB", "L") and _turbo_jpeg() is not None:
+    if kind == "jpeg" and image.mode in ("RGB", "L") and turbo and _turbo_jpeg() is not None:
         per_pixel = DECODE_BYTES_PER_PIXEL["jpeg-direct"]  # libjpeg-turbo into the array
     elif kind == "webp":
         per_pixel = DECODE_BYTES_PER_PIXEL["webp"]
@@ -315,25 +315,27 @@ def decode_image_bytes(
     label: str = "image",
     timeout: float = 30.0,
     cancel: threading.Event | None = None,
+    turbo: bool = True,
 ) -> DecodedImage:
     """Decode one upload; raises :class:`DecodeError` (400/413/415) with a message for people.
 
-    ``label`` names the part in messages (e.g. ``part 2 ('cat.png')``).
+    ``label`` names the part in messages (e.g. ``part 2 ('cat.png')``). ``turbo``: JPEGs through
+    torchvision where it is installed (the numpy runtime says no, and stays free of torch).
     """
     image, kind = open_checked(data, max_pixels, label, timeout, cancel)
-    return _decode_opened(image, kind, data, label)
+    return _decode_opened(image, kind, data, label, turbo)
 
 
-def _decode_opened(image: Image.Image, kind: str, data: bytes, label: str) -> DecodedImage:
+def _decode_opened(image: Image.Image, kind: str, data: bytes, label: str, turbo: bool) -> DecodedImage:
     try:
         orientation = exif_orientation(image)
-        turbo = _turbo_jpeg()
-        if kind == "jpeg" and image.mode in ("RGB", "L") and turbo is not None:
+        decoder = _turbo_jpeg() if turbo else None
+        if kind == "jpeg" and image.mode in ("RGB", "L") and decoder is not None:
             # libjpeg-turbo through torchvision straight into the array: Pillow's pixels without
             # Pillow's copy. Its own EXIF reading is not used, so that every format orients (or
             # not) the same way.
             image.close()
-            pixels = turbo(data)
+            pixels = decoder(data)
         else:
             image.seek(0)  # first frame of an animation
             rgb = _to_rgb(image)
@@ -357,10 +359,11 @@ def prepare(
     timeout: float,
     keep_full: bool = False,
     cancel: threading.Event | None = None,
+    turbo: bool = True,
 ) -> Prepared:
     """Decode one upload and fit it to the network's input; the full pixels are dropped unless
     ``keep_full`` (a drawn answer needs them)."""
-    decoded = decode_image_bytes(data, max_pixels, label, timeout, cancel)
+    decoded = decode_image_bytes(data, max_pixels, label, timeout, cancel, turbo)
     full = np.ascontiguousarray(decoded.pixels) if keep_full else None
     return Prepared(fit(decoded.stored, decoded.orientation), full, decoded.format)
 
@@ -376,7 +379,7 @@ def check_or_decode(
     pixel limit, EXIF orientation) and left for :func:`app.imaging.device_decode.decode_batch`."""
     image, kind = open_checked(data, max_pixels, label, timeout, cancel)
     if kind != "jpeg" or image.mode not in ("RGB", "L"):
-        return _decode_opened(image, kind, data, label)
+        return _decode_opened(image, kind, data, label, True)
     orientation = exif_orientation(image)
     width, height = image.size
     if orientation in TRANSPOSING:

@@ -81,7 +81,8 @@ async def load_service(app: FastAPI) -> None:
             settings.decode_budget_bytes,
             settings.decode_threads,
             predictor.fit,
-            ARRAY_FIT_BYTES_PER_PIXEL if predictor.runtime == "numpy" else 0,
+            ARRAY_FIT_BYTES_PER_PIXEL if runtime == "numpy" else 0,
+            turbo=runtime == "torch",
         )
         service = DetectorService(predictor, weights, batcher, decoder)
         await asyncio.to_thread(service.warm_up, settings.device_decode)

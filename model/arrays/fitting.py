@@ -1,9 +1,10 @@
-"""The torch-free fit: a decoded upload resized (antialiased bilinear, by Pillow) to its letterbox
-fit, then oriented.
+"""The CPU's fit: a decoded upload resized (antialiased bilinear, by Pillow) to its letterbox fit,
+then oriented; without torch, and used by the torch runtime on the CPU too, so that both runtimes
+see the same pixels (the int8 network turns a one-step difference in a few pixels into boxes a
+pixel apart). The orientation is applied to the small fitted image, not the full one.
 
-Pillow's bilinear resize is the filter that torchvision's antialiased resize was written to
-match: pixels differ from the torch path's by at most a step or two of 255 (docs/model.md). The
-orientation is applied to the small fitted image, not the full one.
+torchvision's antialiased resize (:func:`model.letterbox.resize_fit`, the GPU's CPU-side fit) was
+written to match Pillow's: its pixels differ by at most a step or two of 255.
 """
 
 from __future__ import annotations
@@ -51,4 +52,4 @@ def fit_array(pixels: np.ndarray, orientation: int, size: int) -> Fitted:
     resized = image.resize(target, Image.Resampling.BILINEAR)
     if orientation in _TRANSPOSE:
         resized = resized.transpose(_TRANSPOSE[orientation])
-    return Fitted(np.asarray(resized), width, height)
+    return Fitted(np.array(resized), width, height)  # writable: torch takes it as it is
