@@ -8,15 +8,26 @@ PORT ?= 8000
 
 .PHONY: setup serve test test-fast lint format bench clean
 
+# Serving only needs the base dependencies (no torch: the int8 network through OpenVINO), plus
+# the torch runtime where a GPU answers; a virtual environment set up for the tests has both.
+SERVE_STAMP := $(VENV)/.serve-installed
+SERVE_EXTRAS ?= $(if $(shell command -v nvidia-smi 2>/dev/null),[torch],)
+
 $(STAMP): pyproject.toml client/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[dev]" -e ./client
 	touch $(STAMP)
 
+$(SERVE_STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".$(SERVE_EXTRAS)"
+	touch $(SERVE_STAMP)
+
 setup: $(STAMP)
 
-serve: $(STAMP)
+serve: $(if $(wildcard $(STAMP)),$(STAMP),$(SERVE_STAMP))
 	$(PY) -m uvicorn app.main:app --http app.protocol:GuardedHttpTools --host $(HOST) --port $(PORT)
 
 test: $(STAMP)

@@ -1,4 +1,5 @@
-"""The real container: build, `up` with the CPU compose file, healthy, detect, non-root, drain, `down`.
+"""The CPU image in a real container: build, `up` with the CPU compose file, healthy, no torch in
+it, detect, non-root, drain, `down`.
 
 The compose command comes from ``DETECTOR_COMPOSE`` (default ``docker compose -f
 docker-compose.cpu.yml``); ``.ci/run`` points it at the sandbox engine. Skips when no Docker
@@ -8,35 +9,18 @@ engine answers.
 from __future__ import annotations
 
 import os
-import shlex
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.support.containers import COMPOSE, ROOT, docker, engine_reachable, inspect
 from tests.support.images import image_bytes
 from tests.support.serving import SlowUpload
 
-ROOT = Path(__file__).resolve().parents[2]
-COMPOSE = shlex.split(os.environ.get("DETECTOR_COMPOSE", "docker compose -f docker-compose.cpu.yml"))
 URL = os.environ.get("DETECTOR_CONTAINER_URL", "http://127.0.0.1:8000")
-
-
-def engine_reachable() -> bool:
-    if shutil.which("docker") is None:
-        return False
-    if subprocess.run(["docker", "info"], capture_output=True, timeout=30).returncode != 0:
-        return False
-    try:
-        return (
-            subprocess.run([*COMPOSE, "version"], cwd=ROOT, capture_output=True, timeout=60).returncode == 0
-        )
-    except OSError:
-        return False
 
 
 pytestmark = [
@@ -52,12 +36,6 @@ def compose(*args: str, timeout: float = 1800) -> subprocess.CompletedProcess[st
     done = subprocess.run([*COMPOSE, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, f"{' '.join(args)} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
     return done
-
-
-def inspect(container: str, template: str) -> str:
-    return subprocess.run(
-        ["docker", "inspect", "--format", template, container], capture_output=True, text=True, check=True
-    ).stdout.strip()
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +62,12 @@ def test_container_is_healthy_serves_and_runs_as_non_root(container: str):
     assert response.status_code == 200, response.text
     result = response.json()["results"][0]
     assert (result["width"], result["height"]) == (500, 375)
-    assert httpx.get(f"{URL}/model", timeout=10).json()["device"] == "cpu"
+    card = httpx.get(f"{URL}/model", timeout=10).json()
+    assert (card["device"], card["runtime"], card["precision"]) == ("cpu", "numpy", "int8")
+    no_torch = "import importlib.util as u, sys; sys.exit(any(u.find_spec(m) for m in ('torch', 'nvidia')))"
+    docker("exec", container, "python", "-c", no_torch)
+    size = int(inspect(inspect(container, "{{.Image}}"), "{{.Size}}"))
+    print(f"CPU image: {size / 1e9:.2f} GB")
     uid = subprocess.run(
         ["docker", "exec", container, "id", "-u"], capture_output=True, text=True, check=True
     )
