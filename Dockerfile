@@ -26,7 +26,7 @@ RUN pip install -r serving.txt && rm serving.txt \
 ENV DETECTOR_WEIGHTS=/srv/weights \
     MPLCONFIGDIR=/tmp/matplotlib
 EXPOSE 8000
-HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \
+HEALTHCHECK --interval=5s --timeout=3s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8000/readyz', timeout=2).status == 200 else 1)"]
 # Exec form: uvicorn is PID 1 and receives SIGTERM itself; the app drains, then exits 0.
 # --http: uvicorn's httptools protocol with header timeouts and size limits (app/protocol.py).
