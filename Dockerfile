@@ -1,4 +1,4 @@
-# The detector service, two images from one file (docs/deployment.md):
+# The detector service, two images from one file (docs/operations.md, "Container"):
 #   docker build --target cpu -t voc-detector:cpu .   CPU hosts: no torch, no CUDA; the int8 network
 #                                                      through OpenVINO (the numpy runtime)
 #   docker build --target gpu -t voc-detector:gpu .   GPU hosts: the CUDA build of torch, which

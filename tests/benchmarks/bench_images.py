@@ -97,16 +97,14 @@ def main() -> int:
         print(f"{target}: cold build {cold:.1f} s, rebuild after a code change {rebuild:.1f} s", flush=True)
     images = real_jpegs(args.data, Path("/nonexistent"), 200)
     rows = {t: measure(f"voc-detector:{t}", images, args.requests) for t in targets}
-    print(
-        "\n| image | runtime | size | run -> ready | run -> healthy | RSS idle / after load | c=1 images/s (p50) | c=8 images/s (p50) |"
-    )
-    print("|---|---|---|---|---|---|---|---|")
+    columns = ["image", "runtime", "size", "run -> ready", "run -> healthy", "RSS idle / after load"]
+    columns += ["c=1 images/s (p50)", "c=8 images/s (p50)"]
+    print("\n| " + " | ".join(columns) + " |\n|" + "---|" * len(columns))
     for target, row in rows.items():
-        print(
-            f"| {target} | {row['runtime']} | {row['size_gb']:.2f} GB | {row['ready_s']:.1f} s | {row['healthy_s']:.1f} s "
-            f"| {row['rss'][0]:.0f} / {row['rss'][1]:.0f} MiB | {row[1]['images_per_s']:.1f} ({row[1]['p50']:.1f} ms) "
-            f"| {row[8]['images_per_s']:.1f} ({row[8]['p50']:.1f} ms) |"
-        )
+        cells = [target, row["runtime"], f"{row['size_gb']:.2f} GB", f"{row['ready_s']:.1f} s"]
+        cells += [f"{row['healthy_s']:.1f} s", f"{row['rss'][0]:.0f} / {row['rss'][1]:.0f} MiB"]
+        cells += [f"{row[c]['images_per_s']:.1f} ({row[c]['p50']:.1f} ms)" for c in (1, 8)]
+        print("| " + " | ".join(cells) + " |")
     ratio = ", ".join(
         f"c={c} {rows['cpu'][c]['images_per_s'] / rows['gpu'][c]['images_per_s']:.2f}" for c in (1, 8)
     )
