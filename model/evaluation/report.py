@@ -71,7 +71,8 @@ def card_val_block(
         "images": report.images,
         "map50": round(report.result.map50, 6),
         "ap50_per_class": {k: None if v is None else round(v, 6) for k, v in report.result.ap.items()},
-        "evaluated_on": f"{predictor.device} {predictor.precision} ({predictor.backend})",
+        "evaluated_on": f"{predictor.device} {predictor.precision} ({predictor.backend}"
+        + (", numpy runtime)" if predictor.runtime == "numpy" else ")"),
         "metric": "VOC all-point AP at IoU 0.5, difficult ignored",
     }
 
