@@ -106,13 +106,16 @@ class DetectorConfig:
 class DetectParams:
     """Per-image post-processing parameters.
 
-    ``class_ids`` restricts the output to those class ids; ``None`` keeps every class.
+    ``class_ids`` restricts the output to those class ids; ``None`` keeps every class. ``flip``:
+    flip test-time augmentation, the image and its mirror image through the network and each cell's
+    boxes and scores averaged with its mirror cell's (twice the network's cost).
     """
 
     score_threshold: float = 0.25
     iou_threshold: float = 0.45
     max_detections: int = 100
     class_ids: frozenset[int] | None = None
+    flip: bool = False
 
     def with_overrides(
         self,
@@ -120,6 +123,7 @@ class DetectParams:
         iou_threshold: float | None = None,
         max_detections: int | None = None,
         class_ids: frozenset[int] | None = None,
+        flip: bool | None = None,
     ) -> DetectParams:
         """These parameters with every value that is not ``None`` replaced (a request's own)."""
         return replace(
@@ -128,4 +132,5 @@ class DetectParams:
             iou_threshold=self.iou_threshold if iou_threshold is None else iou_threshold,
             max_detections=self.max_detections if max_detections is None else max_detections,
             class_ids=self.class_ids if class_ids is None else class_ids,
+            flip=self.flip if flip is None else flip,
         )

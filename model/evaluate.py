@@ -46,6 +46,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         choices=("torch", "numpy"),
         help="numpy: the torch-free serving path of the CPU image (model.arrays), int8 or null",
     )
+    parser.add_argument(
+        "--raw-scores", action="store_true", help="the network's scores, not the card's calibration of them"
+    )
+    parser.add_argument("--flip", action="store_true", help="flip test-time augmentation")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--score-threshold", type=float, default=EVAL_PARAMS.score_threshold)
@@ -60,13 +64,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     predictor: Predictor | TensorView
     loaded: WeightsCard | LoadedWeights
     if args.runtime == "numpy":
-        array_predictor, loaded = ArrayPredictor.from_weights(args.weights, backend=args.backend)
+        array_predictor, loaded = ArrayPredictor.from_weights(
+            args.weights, backend=args.backend, calibrated=not args.raw_scores
+        )
         predictor = TensorView(array_predictor)
     else:
-        predictor, loaded = Predictor.from_weights(args.weights, device=args.device, backend=args.backend)
+        predictor, loaded = Predictor.from_weights(
+            args.weights, device=args.device, backend=args.backend, calibrated=not args.raw_scores
+        )
     dataset = open_dataset(args.data, args.split, loaded.config.classes, args.split_fraction, args.split_seed)
     print(f"data: {dataset.description}")
-    params = DetectParams(args.score_threshold, EVAL_PARAMS.iou_threshold, EVAL_PARAMS.max_detections)
+    params = DetectParams(
+        args.score_threshold, EVAL_PARAMS.iou_threshold, EVAL_PARAMS.max_detections, flip=args.flip
+    )
     report = evaluate_predictor(
         predictor,
         dataset,

@@ -17,6 +17,7 @@ from torch import Tensor
 from model.arrays.predictor import ArrayPredictor
 from model.backends import Backend, Runner, auto_cpu_backend, build_runner, precision_of
 from model.boxes import split_grid
+from model.calibration import Calibration
 from model.checkpoint import LoadedWeights, WeightsError, load_weights
 from model.config import DetectorConfig, DetectParams
 from model.hardware import resolve_device
@@ -44,11 +45,13 @@ class Predictor:
         defaults: DetectParams = DetectParams(),
         backend: Backend = "eager",
         int8_ir: Path | None = None,
+        calibration: Calibration | None = None,
     ) -> None:
         self.device = torch.device(device)
         self.dtype = dtype or (torch.float16 if self.device.type == "cuda" else torch.float32)
         self.config: DetectorConfig = network.config
         self.defaults = defaults
+        self.calibration = calibration  # scores that mean precision (model.calibration), or raw
         memory_format = torch.channels_last if self.device.type == "cuda" else torch.contiguous_format
         self.network = network.eval().to(device=self.device, dtype=self.dtype)
         self.network = self.network.to(memory_format=memory_format)  # type: ignore[call-overload]
@@ -75,9 +78,10 @@ class Predictor:
         dtype: torch.dtype | None = None,
         backend: Backend = "eager",
         defaults: DetectParams | None = None,
+        calibrated: bool = True,
     ) -> tuple[Predictor, LoadedWeights]:
         """The predictor of a weights folder (any class list: callers follow its card); ``defaults``
-        replace the card's thresholds."""
+        replace the card's thresholds; ``calibrated``: the card's score calibration, if it has one."""
         loaded = load_weights(folder, expected_classes=None)  # everything downstream follows the card
         device_ = resolve_device(device)
         int8_ir = None
@@ -92,7 +96,10 @@ class Predictor:
                 if backend == "openvino-int8":
                     raise
                 log.warning("not serving the int8 network: %s", exc)
-        predictor = cls(loaded.network, device_, dtype, defaults or loaded.defaults, backend, int8_ir)
+        calibration = Calibration.from_card(loaded.card, loaded.config.classes) if calibrated else None
+        predictor = cls(
+            loaded.network, device_, dtype, defaults or loaded.defaults, backend, int8_ir, calibration
+        )
         return predictor, loaded
 
     def fit(self, pixels: np.ndarray, orientation: int = 1) -> Fitted:
@@ -134,8 +141,11 @@ class Predictor:
         if len(per_image) != len(images):
             raise ValueError(f"got {len(per_image)} parameter sets for {len(images)} images")
         batch, placements = self.preprocess(images)
+        flipped = [k for k, p in enumerate(per_image) if p.flip]
+        if flipped:  # flip test-time augmentation: their mirror images after the batch
+            batch = torch.cat([batch, batch[flipped].flip(-1)])
         output = split_grid(self.forward(batch), self.config.stride)
-        return postprocess(output, placements, per_image)
+        return postprocess(output, placements, per_image, self.calibration, self.config.input_size)
 
 
 class TensorView:
@@ -151,6 +161,7 @@ class TensorView:
         self.backend = inner.backend
         self.precision = inner.precision
         self.runtime = inner.runtime
+        self.calibration = inner.calibration
 
     def __call__(
         self,

@@ -42,6 +42,7 @@ class ServingPredictor(Protocol):
     defaults: DetectParams
     backend: Any
     runtime: str
+    calibration: Any  # model.calibration.Calibration, or None: raw scores
 
     @property
     def device(self) -> Any: ...
@@ -75,8 +76,10 @@ def open_predictor(
     defaults: DetectParams | None = None,
     runtime: Runtime = "auto",
     threads: int = 0,
+    calibrated: bool = True,
 ) -> tuple[ServingPredictor, Described]:
-    """The serving predictor of a weights folder and what the folder says of itself."""
+    """The serving predictor of a weights folder and what the folder says of itself;
+    ``calibrated``: scores through the card's calibration where it has one."""
     chosen = resolve_runtime(runtime)
     if chosen == "numpy":
         if device not in ("auto", "cpu"):
@@ -86,7 +89,7 @@ def open_predictor(
             )
         from model.arrays.predictor import ArrayPredictor
 
-        return ArrayPredictor.from_weights(folder, backend, defaults, threads)
+        return ArrayPredictor.from_weights(folder, backend, defaults, threads, calibrated)
     from model.predictor import Predictor
 
-    return Predictor.from_weights(folder, device, None, backend, defaults)  # type: ignore[arg-type]
+    return Predictor.from_weights(folder, device, None, backend, defaults, calibrated)  # type: ignore[arg-type]

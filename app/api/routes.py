@@ -94,6 +94,10 @@ ScoreThreshold = Annotated[float | None, Query(ge=0.0, le=1.0)]
 IouThreshold = Annotated[float | None, Query(ge=0.0, le=1.0)]
 MaxDetections = Annotated[int | None, Query(ge=1, le=1000)]
 ClassNames = Annotated[str | None, Query(description="comma-separated class names to keep")]
+Flip = Annotated[
+    bool | None,
+    Query(description="flip test-time augmentation: the image and its mirror image (twice the cost)"),
+]
 
 
 def parse_classes(
@@ -137,6 +141,7 @@ async def detect(
     iou_threshold: IouThreshold = None,
     max_detections: MaxDetections = None,
     classes: ClassNames = None,
+    flip: Flip = None,
     output_format: Annotated[
         Literal["json", "image", "jpeg", "png"],
         Query(
@@ -148,7 +153,7 @@ async def detect(
     """Multipart with one or more file parts named ``image``, or a raw image body (one image)."""
     start = time.perf_counter()
     class_names, class_ids = parse_classes(classes, service.classes)
-    params = service.defaults.with_overrides(score_threshold, iou_threshold, max_detections, class_ids)
+    params = service.defaults.with_overrides(score_threshold, iou_threshold, max_detections, class_ids, flip)
     if output_format != "json":
         return await detect_drawn(
             request, service, settings, metrics, inflight, uploads, params, output_format
@@ -163,6 +168,7 @@ async def detect(
             "iou_threshold": params.iou_threshold,
             "max_detections": params.max_detections,
             "classes": class_names,
+            "flip": params.flip,
         },
     }
     # Built and encoded off the event loop: an answer can hold 16,000 detections (docs/operations.md).
@@ -219,12 +225,13 @@ async def detect_image(
     iou_threshold: IouThreshold = None,
     max_detections: MaxDetections = None,
     classes: ClassNames = None,
+    flip: Flip = None,
     output_format: Annotated[Literal["jpeg", "png"], Query(alias="format")] = "jpeg",
 ) -> Response:
     """``/detect?format=jpeg|png`` as an operation of its own, whose only answer is an image: a
     generated client, which reads one kind of answer per operation, decodes it as binary."""
     _, class_ids = parse_classes(classes, service.classes)
-    params = service.defaults.with_overrides(score_threshold, iou_threshold, max_detections, class_ids)
+    params = service.defaults.with_overrides(score_threshold, iou_threshold, max_detections, class_ids, flip)
     return await detect_drawn(request, service, settings, metrics, inflight, uploads, params, output_format)
 
 
@@ -272,6 +279,7 @@ async def model_card(service: LoadedServiceDep, settings: SettingsDep) -> ModelC
         backend=service.predictor.backend,
         precision=service.predictor.precision,
         runtime=service.predictor.runtime,
+        calibrated=service.predictor.calibration is not None,
         default_thresholds={
             "score_threshold": settings.score_threshold,
             "iou_threshold": settings.iou_threshold,

@@ -40,6 +40,7 @@ class Params(BaseModel):
     iou_threshold: float
     max_detections: int
     classes: list[str] | None
+    flip: bool = Field(False, description="flip test-time augmentation was applied")
 
 
 class Timing(BaseModel):
@@ -100,6 +101,10 @@ class ModelCard(BaseModel):
     dtype: str
     backend: str
     precision: str = Field(description="what the network computes in: fp32, bf16, fp16, int8 (none: null)")
+    calibrated: bool = Field(
+        False,
+        description="scores through the card's calibration: a score of 0.4 is right about 40% of the time",
+    )
     runtime: str = Field(
         "torch", description="the prediction path: torch, or numpy (the int8 network without torch)"
     )

@@ -48,7 +48,9 @@ async def load_service(app: FastAPI) -> None:
             import torch
 
             torch.set_num_threads(settings.torch_threads)
-        defaults = DetectParams(settings.score_threshold, settings.iou_threshold, settings.max_detections)
+        defaults = DetectParams(
+            settings.score_threshold, settings.iou_threshold, settings.max_detections, flip=settings.flip
+        )
         predictor, weights = await asyncio.to_thread(
             open_predictor,
             settings.weights,
@@ -57,6 +59,7 @@ async def load_service(app: FastAPI) -> None:
             defaults,
             runtime,
             settings.torch_threads,
+            settings.calibrated_scores,
         )
         if runtime == "torch" and predictor.backend in CPU_RUNTIMES:
             import torch

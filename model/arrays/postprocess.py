@@ -4,7 +4,7 @@ The same rules, in the same order, as the torch path (:func:`model.boxes.split_g
 :func:`model.postprocess.postprocess`): the seed's box decoding, sigmoid(objectness) x
 softmax(classes), the threshold and class filter, the top :data:`PRE_NMS_TOP_K` candidates,
 the mapping to original pixels, and class-aware greedy NMS (torchvision's coordinate-offset rule),
-all in float32.
+all in float32; with the card's calibration applied to the scores first, as there.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from model.calibration import Calibration
 from model.config import DetectParams
 from model.geometry import Letterbox
 
@@ -111,8 +112,28 @@ def postprocess_image(
 
 
 def postprocess(
-    raw: np.ndarray, stride: int, placements: Sequence[Letterbox], params: Sequence[DetectParams]
+    raw: np.ndarray,
+    stride: int,
+    placements: Sequence[Letterbox],
+    params: Sequence[DetectParams],
+    calibration: Calibration | None = None,
 ) -> list[ArrayDetections]:
-    """A batch of raw grids: each image with its own letterbox placement and its own parameters."""
+    """A batch of raw grids: each image with its own letterbox placement and its own parameters,
+    the mirror images that ``params[b].flip`` asked for after them; scores calibrated before the
+    threshold when there is a calibration."""
     boxes, scores = decode_grid(raw, stride)
+    flipped = [b for b, p in enumerate(params) if p.flip]
+    if flipped:  # their mirror images follow the batch (model.postprocess.merge_flips)
+        own = len(params)
+        grid_width = raw.shape[3]
+        order = np.arange(boxes.shape[1]).reshape(-1, grid_width)[:, ::-1].ravel()
+        size = np.float32(grid_width * stride)
+        back = boxes[own:, order][..., [2, 1, 0, 3]] * np.array([-1, 1, -1, 1], np.float32)
+        back += np.array([size, 0, size, 0], np.float32)
+        back_scores = scores[own:, order]
+        boxes, scores = boxes[:own].copy(), scores[:own].copy()
+        boxes[flipped] = (boxes[flipped] + back) / np.float32(2)
+        scores[flipped] = (scores[flipped] + back_scores) / np.float32(2)
+    if calibration is not None:
+        scores = calibration.apply_array(scores)
     return [postprocess_image(boxes[b], scores[b], placements[b], params[b]) for b in range(len(placements))]

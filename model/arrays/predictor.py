@@ -19,6 +19,7 @@ import numpy as np
 
 from model.arrays.fitting import fit_array
 from model.arrays.postprocess import BOX_CHANNELS, ArrayDetections, postprocess
+from model.calibration import Calibration
 from model.card import WeightsCard, WeightsError, read_card, verified_int8
 from model.config import DetectorConfig, DetectParams
 from model.geometry import Fitted, Letterbox, letterbox_geometry
@@ -49,6 +50,7 @@ class ArrayPredictor:
         defaults: DetectParams = DetectParams(),
         backend: str = "openvino-int8",
         threads: int = 0,
+        calibration: Calibration | None = None,
     ) -> None:
         if backend not in ARRAY_BACKENDS:
             raise ValueError(
@@ -57,6 +59,7 @@ class ArrayPredictor:
             )
         self.config = config
         self.defaults = defaults
+        self.calibration = calibration  # scores that mean precision (model.calibration), or raw
         self.backend = backend
         self.precision = "int8" if backend == "openvino-int8" else "none"
         self._table = _normalization_table(config.mean, config.std)
@@ -100,8 +103,10 @@ class ArrayPredictor:
         backend: str = "auto",
         defaults: DetectParams | None = None,
         threads: int = 0,
+        calibrated: bool = True,
     ) -> tuple[ArrayPredictor, WeightsCard]:
-        """The predictor of a weights folder and its card; ``defaults`` replace the card's thresholds."""
+        """The predictor of a weights folder and its card; ``defaults`` replace the card's
+        thresholds; ``calibrated``: the card's score calibration, if it has one."""
         weights = read_card(folder)
         backend = "openvino-int8" if backend == "auto" else backend
         ir = verified_int8(weights) if backend == "openvino-int8" else None
@@ -110,7 +115,8 @@ class ArrayPredictor:
                 f"{folder}: no int8 network beside the weights, which is what serves without torch; "
                 f"derive it: python -m model.quantize --weights {folder} --data DATASET"
             )
-        return cls(weights.config, ir, defaults or weights.defaults, backend, threads), weights
+        calibration = Calibration.from_card(weights.card, weights.config.classes) if calibrated else None
+        return cls(weights.config, ir, defaults or weights.defaults, backend, threads, calibration), weights
 
     def fit(self, pixels: np.ndarray, orientation: int = 1) -> Fitted:
         """uint8 ``(H, W, 3)`` as stored, EXIF ``orientation`` -> fitted to the input (:mod:`.fitting`)."""
@@ -167,4 +173,7 @@ class ArrayPredictor:
         if len(per_image) != len(images):
             raise ValueError(f"got {len(per_image)} parameter sets for {len(images)} images")
         batch, placements = self.preprocess(images)
-        return postprocess(self.forward(batch), self.config.stride, placements, per_image)
+        flipped = [k for k, p in enumerate(per_image) if p.flip]
+        if flipped:  # flip test-time augmentation: their mirror images after the batch
+            batch = np.concatenate([batch, batch[flipped][..., ::-1]])
+        return postprocess(self.forward(batch), self.config.stride, placements, per_image, self.calibration)

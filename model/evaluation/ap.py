@@ -66,6 +66,24 @@ def class_precision_recall(
     size, COCO style: other ground-truth boxes are ignored like difficult ones, and so are
     unmatched detections outside the range.
     """
+    scores, tp, positives = class_matches(detections, ground_truth, class_id, iou_threshold, area_range)
+    tp_cum = torch.tensor(tp).cumsum(0)
+    fp_cum = (1 - torch.tensor(tp)).cumsum(0)
+    recall = tp_cum / max(positives, 1)
+    precision = tp_cum / (tp_cum + fp_cum).clamp(min=1)
+    return PrecisionRecall(torch.tensor(scores), recall, precision, positives)
+
+
+def class_matches(
+    detections: Sequence[Detections],
+    ground_truth: Sequence[ImageGroundTruth],
+    class_id: int,
+    iou_threshold: float = 0.5,
+    area_range: tuple[float, float] | None = None,
+) -> tuple[list[float], list[float], int]:
+    """One class's detections by descending score, matched as in the VOC devkit: their scores,
+    1.0 for each that found an object (0.0 otherwise; ignored ones left out), and how many
+    ground-truth boxes count."""
     records: list[tuple[float, int, int]] = []  # (score, image index, detection index)
     gt_boxes: list[Tensor] = []
     gt_ignored: list[Tensor] = []
@@ -105,11 +123,7 @@ def class_precision_recall(
             hit = False
         scores.append(score)
         tp.append(1.0 if hit else 0.0)
-    tp_cum = torch.tensor(tp).cumsum(0)
-    fp_cum = (1 - torch.tensor(tp)).cumsum(0)
-    recall = tp_cum / max(positives, 1)
-    precision = tp_cum / (tp_cum + fp_cum).clamp(min=1)
-    return PrecisionRecall(torch.tensor(scores), recall, precision, positives)
+    return scores, tp, positives
 
 
 def _in_range(boxes: Tensor, area_range: tuple[float, float]) -> Tensor:

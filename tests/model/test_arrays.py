@@ -181,3 +181,41 @@ def test_the_card_is_checked_without_torch(tmp_path):
     (folder / "model.safetensors").write_bytes(b"changed")
     with pytest.raises(WeightsError, match="does not match"):
         read_card(folder)
+
+
+def mirror_grid(raw: torch.Tensor) -> torch.Tensor:
+    """What a perfectly mirror-equivariant network gives for the mirror image: the grid flipped
+    left to right, with the horizontal offset ``tx`` negated."""
+    mirrored = raw.flip(-1).clone()
+    mirrored[:, 0] = -mirrored[:, 0]
+    return mirrored
+
+
+def test_flip_merging_undoes_the_mirror_on_both_runtimes():
+    raw = torch.randn(2, 5 + 4, 6, 6, generator=torch.Generator().manual_seed(5))
+    raw[:, 4] += 2
+    placements = [letterbox_geometry(70, 96, 96)[2], letterbox_geometry(96, 50, 96)[2]]
+    plain = [DetectParams(0.05, 0.5, 100)] * 2
+    flipped = [DetectParams(0.05, 0.5, 100, flip=True), DetectParams(0.05, 0.5, 100)]
+    with_mirror = torch.cat([raw, mirror_grid(raw[:1])])  # image 0 asked for flip
+    expected = torch_postprocess(split_grid(raw, 16), placements, plain)
+    merged = torch_postprocess(split_grid(with_mirror, 16), placements, flipped, None, 96)
+    merged_numpy = postprocess(with_mirror.numpy(), 16, placements, flipped)
+    for a, b, c in zip(expected, merged, merged_numpy, strict=True):
+        torch.testing.assert_close(b.boxes_xyxy, a.boxes_xyxy, atol=1e-4, rtol=0)
+        torch.testing.assert_close(b.scores, a.scores, atol=1e-6, rtol=0)
+        np.testing.assert_allclose(c.boxes_xyxy, a.boxes_xyxy.numpy(), atol=1e-3)
+        np.testing.assert_array_equal(c.labels, a.labels.numpy())
+
+
+def test_flip_answers_agree_between_the_runtimes(tiny_ir):
+    params = DetectParams(0.05, 0.45, 100, flip=True)
+    mine, _ = ArrayPredictor.from_weights(tiny_ir)
+    theirs, _ = Predictor.from_weights(tiny_ir, "cpu", backend="openvino")
+    fitted = mine.fit(photo(120, 90, seed=9))
+    as_tensor = Fitted(torch.from_numpy(fitted.pixels.copy()).permute(2, 0, 1), fitted.width, fitted.height)
+    (a,), (b,) = mine([fitted], params), theirs([as_tensor], params)
+    (plain,) = mine([fitted], DetectParams(0.05, 0.45, 100))
+    assert len(a) == len(b) > 0 and not np.allclose(a.scores[:3], plain.scores[:3])
+    np.testing.assert_allclose(a.scores, b.scores.numpy(), atol=1e-4)
+    np.testing.assert_allclose(a.boxes_xyxy, b.boxes_xyxy.numpy(), atol=0.05)

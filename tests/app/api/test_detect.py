@@ -32,6 +32,7 @@ def test_multipart_single_image_matches_the_contract(client, weights_dir):
         "iou_threshold": 0.45,
         "max_detections": 100,
         "classes": None,
+        "flip": False,
     }
     assert set(body["timing_ms"]) == {"decode", "inference", "total"}
     assert body["timing_ms"]["total"] >= body["timing_ms"]["inference"] >= 0
@@ -88,6 +89,7 @@ def test_query_parameters_apply_and_echo(client):
         "iou_threshold": 0.3,
         "max_detections": 2,
         "classes": ["dog", "person"],
+        "flip": False,
     }
     detections = body["results"][0]["detections"]
     assert len(detections) <= 2
@@ -164,3 +166,14 @@ def test_page_and_openapi(client):
     assert 'id="file"' in page.text and "http" not in page.text.split("<script>")[1].replace("http-equiv", "")
     schema = client.get("/openapi.json").json()
     assert "/detect" in schema["paths"] and "DetectResponse" in schema["components"]["schemas"]
+
+
+def test_flip_is_a_query_parameter_echoed_in_the_answer(client):
+    data = image_bytes(120, 90)
+    plain = client.post("/detect", params={"score_threshold": 0.01}, files={"image": ("x.jpg", data)}).json()
+    flipped = client.post(
+        "/detect", params={"score_threshold": 0.01, "flip": "true"}, files={"image": ("x.jpg", data)}
+    ).json()
+    assert (plain["params"]["flip"], flipped["params"]["flip"]) == (False, True)
+    scores = [[d["score"] for d in body["results"][0]["detections"]] for body in (plain, flipped)]
+    assert scores[0] and scores[1] and scores[0] != scores[1]
