@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     # Scores through the card's calibration (the share of detections at a score that are right),
     # where the card has one; false: the network's raw scores.
     calibrated_scores: bool = True
+    # The network's input side in pixels, a multiple of 32; 0: the card's (docs/model.md has the
+    # sweep on val).
+    input_size: Annotated[int, Field(ge=0, multiple_of=32)] = 0
     # Flip test-time augmentation by default (a request's ?flip= overrides it): +0.02 val mAP for
     # twice the network's time (docs/model.md).
     flip: bool = False

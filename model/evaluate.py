@@ -50,6 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--raw-scores", action="store_true", help="the network's scores, not the card's calibration of them"
     )
     parser.add_argument("--flip", action="store_true", help="flip test-time augmentation")
+    parser.add_argument("--input-size", type=int, default=None, help="instead of the card's (multiple of 32)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--score-threshold", type=float, default=EVAL_PARAMS.score_threshold)
@@ -65,12 +66,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     loaded: WeightsCard | LoadedWeights
     if args.runtime == "numpy":
         array_predictor, loaded = ArrayPredictor.from_weights(
-            args.weights, backend=args.backend, calibrated=not args.raw_scores
+            args.weights, backend=args.backend, calibrated=not args.raw_scores, input_size=args.input_size
         )
         predictor = TensorView(array_predictor)
     else:
         predictor, loaded = Predictor.from_weights(
-            args.weights, device=args.device, backend=args.backend, calibrated=not args.raw_scores
+            args.weights,
+            device=args.device,
+            backend=args.backend,
+            calibrated=not args.raw_scores,
+            input_size=args.input_size,
         )
     dataset = open_dataset(args.data, args.split, loaded.config.classes, args.split_fraction, args.split_seed)
     print(f"data: {dataset.description}")

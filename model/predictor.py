@@ -6,6 +6,7 @@ threshold -> class-aware NMS -> boxes in original-image pixels.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -79,10 +80,14 @@ class Predictor:
         backend: Backend = "eager",
         defaults: DetectParams | None = None,
         calibrated: bool = True,
+        input_size: int | None = None,
     ) -> tuple[Predictor, LoadedWeights]:
         """The predictor of a weights folder (any class list: callers follow its card); ``defaults``
-        replace the card's thresholds; ``calibrated``: the card's score calibration, if it has one."""
+        replace the card's thresholds; ``calibrated``: the card's score calibration, if it has one;
+        ``input_size`` replaces the card's (a multiple of 32: the network is fully convolutional)."""
         loaded = load_weights(folder, expected_classes=None)  # everything downstream follows the card
+        if input_size:
+            loaded.network.config = dataclasses.replace(loaded.config, input_size=input_size)
         device_ = resolve_device(device)
         int8_ir = None
         if device_.type == "cpu" and backend in ("auto", "openvino-int8") and loaded.card.get("int8"):

@@ -77,6 +77,7 @@ def open_predictor(
     runtime: Runtime = "auto",
     threads: int = 0,
     calibrated: bool = True,
+    input_size: int | None = None,
 ) -> tuple[ServingPredictor, Described]:
     """The serving predictor of a weights folder and what the folder says of itself;
     ``calibrated``: scores through the card's calibration where it has one."""
@@ -89,7 +90,8 @@ def open_predictor(
             )
         from model.arrays.predictor import ArrayPredictor
 
-        return ArrayPredictor.from_weights(folder, backend, defaults, threads, calibrated)
+        return ArrayPredictor.from_weights(folder, backend, defaults, threads, calibrated, input_size)
     from model.predictor import Predictor
 
-    return Predictor.from_weights(folder, device, None, backend, defaults, calibrated)  # type: ignore[arg-type]
+    backend_name: Any = backend  # checked against model.backends.BACKENDS by the settings
+    return Predictor.from_weights(folder, device, None, backend_name, defaults, calibrated, input_size)

@@ -60,6 +60,7 @@ async def load_service(app: FastAPI) -> None:
             runtime,
             settings.torch_threads,
             settings.calibrated_scores,
+            settings.input_size or None,
         )
         if runtime == "torch" and predictor.backend in CPU_RUNTIMES:
             import torch

@@ -9,6 +9,7 @@ Backends: ``openvino-int8`` (the derived int8 network, whose hashes must match t
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -104,10 +105,13 @@ class ArrayPredictor:
         defaults: DetectParams | None = None,
         threads: int = 0,
         calibrated: bool = True,
+        input_size: int | None = None,
     ) -> tuple[ArrayPredictor, WeightsCard]:
         """The predictor of a weights folder and its card; ``defaults`` replace the card's
-        thresholds; ``calibrated``: the card's score calibration, if it has one."""
+        thresholds; ``calibrated``: the card's score calibration, if it has one; ``input_size``
+        replaces the card's (a multiple of 32)."""
         weights = read_card(folder)
+        config = dataclasses.replace(weights.config, input_size=input_size) if input_size else weights.config
         backend = "openvino-int8" if backend == "auto" else backend
         ir = verified_int8(weights) if backend == "openvino-int8" else None
         if backend == "openvino-int8" and ir is None:
@@ -115,8 +119,8 @@ class ArrayPredictor:
                 f"{folder}: no int8 network beside the weights, which is what serves without torch; "
                 f"derive it: python -m model.quantize --weights {folder} --data DATASET"
             )
-        calibration = Calibration.from_card(weights.card, weights.config.classes) if calibrated else None
-        return cls(weights.config, ir, defaults or weights.defaults, backend, threads, calibration), weights
+        calibration = Calibration.from_card(weights.card, config.classes) if calibrated else None
+        return cls(config, ir, defaults or weights.defaults, backend, threads, calibration), weights
 
     def fit(self, pixels: np.ndarray, orientation: int = 1) -> Fitted:
         """uint8 ``(H, W, 3)`` as stored, EXIF ``orientation`` -> fitted to the input (:mod:`.fitting`)."""

@@ -219,3 +219,17 @@ def test_flip_answers_agree_between_the_runtimes(tiny_ir):
     assert len(a) == len(b) > 0 and not np.allclose(a.scores[:3], plain.scores[:3])
     np.testing.assert_allclose(a.scores, b.scores.numpy(), atol=1e-4)
     np.testing.assert_allclose(a.boxes_xyxy, b.boxes_xyxy.numpy(), atol=0.05)
+
+
+def test_both_runtimes_serve_another_input_size_alike(tiny_ir):
+    mine, _ = ArrayPredictor.from_weights(tiny_ir, input_size=96)
+    theirs, _ = Predictor.from_weights(tiny_ir, "cpu", backend="openvino", input_size=96)
+    assert mine.config.input_size == theirs.config.input_size == 96
+    image = photo(150, 100, seed=3)
+    fitted = mine.fit(image)
+    assert max(fitted.pixels.shape[:2]) == 96
+    params = DetectParams(0.05, 0.45, 100)
+    (a,) = mine([fitted], params)
+    (b,) = theirs([theirs.fit(image)], params)
+    assert len(a) == len(b) > 0
+    np.testing.assert_allclose(a.scores, b.scores.numpy(), atol=1e-4)

@@ -177,3 +177,12 @@ def test_flip_is_a_query_parameter_echoed_in_the_answer(client):
     assert (plain["params"]["flip"], flipped["params"]["flip"]) == (False, True)
     scores = [[d["score"] for d in body["results"][0]["detections"]] for body in (plain, flipped)]
     assert scores[0] and scores[1] and scores[0] != scores[1]
+
+
+def test_an_input_size_that_is_no_multiple_of_32_is_refused_at_start():
+    from pydantic import ValidationError
+
+    from app.settings import Settings
+
+    with pytest.raises(ValidationError, match="multiple of 32"):
+        Settings(input_size=300)
