@@ -20,7 +20,7 @@ from model.backends import BACKENDS
 from model.card import WeightsCard
 from model.checkpoint import LoadedWeights, write_card
 from model.config import DetectParams
-from model.data import DEFAULT_SPLIT_SEED, DEFAULT_VAL_FRACTION, open_dataset
+from model.data import DEFAULT_SPLIT_SEED, DEFAULT_VAL_FRACTION, open_dataset, split_canary
 from model.evaluation.report import EVAL_PARAMS, card_val_block, evaluate_predictor, format_table
 from model.predictor import Predictor, TensorView
 
@@ -57,6 +57,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--use-07-metric", action="store_true", help="VOC07 11-point AP instead of all-point")
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
     parser.add_argument(
+        "--canary",
+        type=int,
+        default=0,
+        help="only the split's canary of N images (a model trained on the rest)",
+    )
+    parser.add_argument(
         "--plots", type=Path, default=None, help="write the error analysis (CSV, JSON, PNG) here"
     )
     parser.add_argument("--write-card", action="store_true", help="record the result in the weights' card")
@@ -78,6 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             input_size=args.input_size,
         )
     dataset = open_dataset(args.data, args.split, loaded.config.classes, args.split_fraction, args.split_seed)
+    if args.canary:
+        dataset = split_canary(dataset, args.canary)[1]
     print(f"data: {dataset.description}")
     params = DetectParams(
         args.score_threshold, EVAL_PARAMS.iou_threshold, EVAL_PARAMS.max_detections, flip=args.flip

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torchvision.ops import generalized_box_iou_loss
+from torchvision.ops import complete_box_iou_loss, generalized_box_iou_loss
 
 from model.boxes import GridOutput, GridTargets
 
@@ -39,6 +39,7 @@ def detection_loss(
     targets: GridTargets,
     weights: LossWeights = LossWeights(),
     iou_objectness: bool = True,
+    iou_loss: str = "giou",
 ) -> dict[str, Tensor]:
     """Objectness over all cells; box, GIoU and class terms over the positive cells.
 
@@ -46,7 +47,9 @@ def detection_loss(
     (``iou_objectness``, detached) or 1; every other cell's is 0. Every term is a sum normalised
     by the number of positive cells in the batch (at least one), so the loss stays finite, and
     objectness still trains, on images with no objects. Terms are computed on every cell and
-    masked, so the step never waits on the GPU. Returns ``{"objectness", "box", "giou", "class",
+    masked, so the step never waits on the GPU. ``iou_loss``: ``giou`` (generalized IoU) or
+    ``ciou`` (complete IoU: also the centre distance and the aspect ratio), both torchvision's,
+    logged as the ``giou`` term either way. Returns ``{"objectness", "box", "giou", "class",
     "total"}`` (scalars).
     """
     positive = targets.positive.float()
@@ -63,7 +66,8 @@ def detection_loss(
     target_coded = torch.cat([torch.tanh(targets.deltas[..., :2]), targets.deltas[..., 2:]], dim=-1)
     box_per_cell = F.smooth_l1_loss(pred_coded, target_coded, reduction="none", beta=0.1).sum(-1)
     box = (box_per_cell * positive).sum() / normaliser
-    giou_per_cell = generalized_box_iou_loss(output.boxes_xyxy, targets.boxes_xyxy, reduction="none")
+    iou_term = complete_box_iou_loss if iou_loss == "ciou" else generalized_box_iou_loss
+    giou_per_cell = iou_term(output.boxes_xyxy.float(), targets.boxes_xyxy, reduction="none")
     giou = (giou_per_cell * positive).sum() / normaliser
     class_per_cell = F.cross_entropy(
         output.class_logits.flatten(0, 1), targets.labels.clamp(min=0).flatten(), reduction="none"

@@ -27,12 +27,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     write.add_argument("--quality", type=int, default=75)
     write.add_argument("--part-mib", type=float, default=30.0)
     write.add_argument("--limit", type=int, default=None, help="only the first N images")
+    write.add_argument(
+        "--canary",
+        type=int,
+        default=0,
+        help="leave out the split's canary of N images (to train on the rest)",
+    )
     check = commands.add_parser("check", help="verify a pack's parts (count and sha256)")
     check.add_argument("folder")
     args = parser.parse_args(argv)
     if args.command == "write":
         index = write_pack(
-            args.data, args.split, args.out, args.long_side, args.quality, args.part_mib, limit=args.limit
+            args.data,
+            args.split,
+            args.out,
+            args.long_side,
+            args.quality,
+            args.part_mib,
+            limit=args.limit,
+            canary=args.canary,
         )
     else:
         try:

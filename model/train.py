@@ -95,6 +95,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     run.add_argument("--no-augment", action="store_true")
     run.add_argument("--mosaic", type=float, default=0.5, help="share of each batch made as mosaics")
     run.add_argument(
+        "--mixup", type=float, default=0.0, help="share of each batch blended with another image"
+    )
+    run.add_argument(
+        "--multi-scale", default=None, help="MIN,MAX: an input side per batch, multiples of 32 (e.g. 320,512)"
+    )
+    run.add_argument("--box-loss", choices=("giou", "ciou"), default="giou", help="the IoU term of the loss")
+    data.add_argument(
+        "--canary",
+        type=int,
+        default=0,
+        help="train on the val split too, less a canary of N of its images, which validates",
+    )
+    run.add_argument(
         "--close-mosaic", type=float, default=0.15, help="last share of the schedule without mosaic"
     )
     run.add_argument("--one-cell", action="store_true", help="only the centre cell trains an object")
@@ -155,13 +168,24 @@ def train(args: argparse.Namespace, argv: Sequence[str] = ()) -> int:
     out.mkdir(parents=True, exist_ok=True)
     precision = Precision.choose(device, config.bf16, config.channels_last)
 
-    canvas = config.cache_side or detector.input_size
+    canvas = config.cache_side or max((detector.input_size, *config.scales))
     bank, data_notes = load_bank(config, dataset, detector.classes, device, canvas)
     load_seconds = time.perf_counter() - start
     first, init = initial_network(config, detector)
     network: torch.nn.Module = first.to(device).to(memory_format=precision.memory_format)  # type: ignore[call-overload]
     generator = torch.Generator(device=device).manual_seed(config.seed * 1000 + dist_info.rank)
-    loss = BatchLoss(network, bank, detector, precision, generator, config.neighbours, config.iou_objectness)
+    loss = BatchLoss(
+        network,
+        bank,
+        detector,
+        precision,
+        generator,
+        config.neighbours,
+        config.iou_objectness,
+        config.scales,
+        config.box_loss,
+        config.mixup,
+    )
     if args.find_lr:
         if dist_info.is_main:
             from model.training.lr_find import find_lr

@@ -23,7 +23,7 @@ from model.data.base import (
     collate_raw,
     read_image,
 )
-from model.data.sources import describe, open_dataset, read_source
+from model.data.sources import describe, open_dataset, read_source, split_canary
 from model.data.voc import devkit_records, list_samples, parse_annotation
 
 __all__ = [
@@ -40,6 +40,7 @@ __all__ = [
     "parse_annotation",
     "read_image",
     "read_source",
+    "split_canary",
 ]
 
 

@@ -21,7 +21,7 @@ from torch import Tensor
 from torchvision.io import decode_jpeg, encode_jpeg
 
 from model.config import VOC_CLASSES
-from model.data.sources import open_dataset
+from model.data.sources import open_dataset, split_canary
 from model.letterbox import shrink
 
 FORMAT = "voc-pack/1"
@@ -60,12 +60,16 @@ def write_pack(
     part_mib: float = 30.0,
     classes: Sequence[str] | None = None,
     limit: int | None = None,
+    canary: int = 0,
 ) -> dict[str, Any]:
     """Write a pack of ``split`` (any format :func:`~model.data.open_dataset` reads) into ``out``;
-    returns the index it wrote. ``classes`` default: the data's."""
+    returns the index it wrote. ``classes`` default: the data's. ``canary``: leave out the split's
+    canary of that many images (:func:`~model.data.sources.split_canary`), to train on the rest."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     dataset = open_dataset(roots, split, classes)
+    if canary:
+        dataset = split_canary(dataset, canary)[0]
     classes = dataset.classes
     count = len(dataset) if limit is None else min(limit, len(dataset))
     part_bytes = int(part_mib * 2**20)

@@ -181,3 +181,20 @@ def describe(dataset: DetectionDataset) -> dict[str, object]:
         "images": len(dataset),
         "objects": dataset.object_count(),
     }
+
+
+def split_canary(dataset: DetectionDataset, count: int) -> tuple[DetectionDataset, DetectionDataset]:
+    """``(the rest, the canary)`` of a split: the canary is every ``k``-th image of its list
+    (``k = len // count``), the first ``count`` of them, so a pack, a training run and an
+    evaluation that name the same split and count agree on it without a file between them."""
+    if not 0 < count < len(dataset):
+        raise ValueError(f"a canary of {count} images needs a split of more ({len(dataset)} here)")
+    step = len(dataset) // count
+    chosen = set(range(0, step * count, step))
+    canary = [r for k, r in enumerate(dataset.records) if k in chosen]
+    rest = [r for k, r in enumerate(dataset.records) if k not in chosen]
+    note = f"{dataset.description}, canary of {count} (every {step}th image)"
+    return (
+        DetectionDataset(rest, dataset.classes, f"{note} left out"),
+        DetectionDataset(canary, dataset.classes, f"{note} only"),
+    )

@@ -52,6 +52,10 @@ class TrainConfig:
     eval_at: tuple[float, ...] = ()  # seconds of training after which to validate
     bf16: str = "auto"
     channels_last: str = "auto"
+    scales: tuple[int, ...] = ()  # multi-scale: an input side drawn per batch; () the input size
+    box_loss: str = "giou"  # or "ciou"
+    mixup: float = 0.0  # share of each batch's images blended with another of the batch
+    canary: int = 0  # val images kept out when val trains too (model.data.sources.split_canary)
     command: str = ""
 
     @classmethod
@@ -93,6 +97,10 @@ class TrainConfig:
             eval_at=tuple(60.0 * float(m) for m in args.eval_at.split(",")) if args.eval_at else (),
             bf16=args.bf16,
             channels_last=args.channels_last,
+            scales=parse_scales(args.multi_scale),
+            box_loss=args.box_loss,
+            mixup=args.mixup,
+            canary=args.canary,
             command=command,
         )
 
@@ -110,7 +118,17 @@ class TrainConfig:
             k: tuple(v) if isinstance(v, list) else v for k, v in augment.items()
         }
         values["augment"] = AugmentConfig(**augment_values)
-        for key in ("data", "val_data", "classes", "eval_at"):
+        for key in ("data", "val_data", "classes", "eval_at", "scales"):
             if values.get(key) is not None:
                 values[key] = tuple(values[key])
         return cls(**values)
+
+
+def parse_scales(text: str | None, step: int = 32) -> tuple[int, ...]:
+    """``"320,512"`` -> every multiple of ``step`` from 320 to 512; None or "" -> ()."""
+    if not text:
+        return ()
+    low, high = (int(v) for v in text.split(","))
+    if low % step or high % step or not 0 < low <= high:
+        raise ValueError(f"--multi-scale wants MIN,MAX, multiples of {step} with MIN <= MAX, not {text!r}")
+    return tuple(range(low, high + 1, step))

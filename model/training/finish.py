@@ -69,6 +69,10 @@ def make_card(trainer: Trainer, data_notes: list[str], init: dict[str, Any] | No
         "weights": "EMA" if ema else "last step",
         "augment": asdict(config.augment),
         "close_mosaic": config.close_mosaic,
+        "multi_scale": list(config.scales) or None,
+        "box_loss": config.box_loss,
+        "mixup": config.mixup,
+        "canary": config.canary or None,  # val images kept out of training (val trained too)
         "freeze_backbone": config.freeze_backbone,
         "assignment": "centre + 2 nearest cells" if config.neighbours else "centre cell",
         "objectness_target": "IoU" if config.iou_objectness else "1",

@@ -25,7 +25,7 @@ from tqdm import tqdm
 from model import hardware
 from model.checkpoint import load_weights
 from model.config import DetectorConfig
-from model.data import DetectionDataset, open_dataset
+from model.data import DetectionDataset, open_dataset, split_canary
 from model.data.pack import INDEX_FILE, decode_packed, is_pack, read_pack
 from model.network import BOX_CHANNELS, GridDetector, build_network
 from model.training.augment import ImageBank, build_bank
@@ -87,6 +87,14 @@ def training_data(
         if others
         else None
     )
+    if dataset is not None and config.canary:  # the val split trains too, less its canary
+        val = open_dataset(
+            config.val_data, config.val_split, dataset.classes, config.split_fraction, config.split_seed
+        )
+        rest, _ = split_canary(val, config.canary)
+        dataset = DetectionDataset(
+            dataset.records + rest.records, dataset.classes, f"{dataset.description} + {rest.description}"
+        )
     if classes:
         return dataset, tuple(classes)
     if dataset is not None:
@@ -134,7 +142,8 @@ def load_bank(
 def val_dataset(config: TrainConfig, classes: Sequence[str]) -> DetectionDataset | None:
     if not config.val_split or not config.val_data:
         return None
-    return open_dataset(config.val_data, config.val_split, classes, config.split_fraction, config.split_seed)
+    val = open_dataset(config.val_data, config.val_split, classes, config.split_fraction, config.split_seed)
+    return split_canary(val, config.canary)[1] if config.canary else val
 
 
 def transfer_weights(source: GridDetector, target: GridDetector) -> dict[str, Any]:

@@ -46,17 +46,51 @@ class BatchLoss:
     generator: torch.Generator
     neighbours: bool = True
     iou_objectness: bool = True
+    scales: tuple[int, ...] = ()  # multi-scale: an input side drawn per batch
+    box_loss: str = "giou"
+    mixup: float = 0.0
+
+    def size(self) -> int:
+        """This batch's input side: the detector's, or one of ``scales`` drawn by the generator."""
+        if not self.scales:
+            return self.detector.input_size
+        pick = torch.randint(
+            0, len(self.scales), (1,), generator=self.generator, device=self.generator.device
+        )
+        return self.scales[int(pick)]
 
     def __call__(self, indices: Tensor, augment: AugmentConfig) -> dict[str, Tensor]:
         detector = self.detector
         images, boxes, labels = augment_batch(
-            self.bank, indices, detector.input_size, augment, self.generator, detector.mean, detector.std
+            self.bank, indices, self.size(), augment, self.generator, detector.mean, detector.std
         )
+        if self.mixup > 0:
+            images, boxes, labels = mixup(images, boxes, labels, self.mixup, self.generator)
         images = images.contiguous(memory_format=self.precision.memory_format)
         with self.precision.autocast:
             raw = self.network(images)  # (B, 5 + C, S/s, S/s)
         grid = assign_targets(boxes, labels, raw.shape[2], raw.shape[3], detector.stride, self.neighbours)
-        return detection_loss(split_grid(raw, detector.stride), grid, iou_objectness=self.iou_objectness)
+        output = split_grid(raw, detector.stride)
+        return detection_loss(output, grid, iou_objectness=self.iou_objectness, iou_loss=self.box_loss)
+
+
+def mixup(
+    images: Tensor, boxes: Tensor, labels: Tensor, share: float, generator: torch.Generator
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The first ``round(share * B)`` images of a batch blended half and half with another image of
+    the batch (the next one, cyclically); each keeps both images' boxes. Boxes ``(B, M, 4)`` become
+    ``(B, 2M, 4)``, the second half -1 (no box) for the images left alone."""
+    batch = images.shape[0]
+    mixed = round(share * batch)
+    if mixed == 0 or batch < 2:
+        return images, boxes, labels
+    partner = (torch.arange(mixed, device=images.device) + 1) % batch
+    images = images.clone()
+    images[:mixed] = 0.5 * images[:mixed] + 0.5 * images[partner]
+    extra_boxes = torch.zeros_like(boxes)
+    extra_labels = torch.full_like(labels, -1)
+    extra_boxes[:mixed], extra_labels[:mixed] = boxes[partner], labels[partner]
+    return images, torch.cat([boxes, extra_boxes], 1), torch.cat([labels, extra_labels], 1)
 
 
 class StopFlag:
