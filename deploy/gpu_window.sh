@@ -6,7 +6,7 @@
 # Rehearsed end to end on the CPU by tests/model/test_gpu_window.py with a tiny pack.
 set -uo pipefail
 PY=${PYTHON:-python3}
-PACK=${PACK:-.device-carry/pack}
+PACK=${PACK:-.device-carry/pack}  # one pack folder, or several separated by spaces
 WHEELS=${WHEELS:-.device-carry/whl}
 OUT=${OUT:-runs/window}
 DEVICE=${DEVICE:-cuda}
@@ -19,6 +19,8 @@ BENCH_BATCH=${BENCH_BATCH:-256}
 TRAIN=${TRAIN:-1}
 SERVE=${SERVE:-1}
 SERVED=${SERVED:-}  # a weights folder to serve instead of the one this call trains
+INIT_FROM=${INIT_FROM:-}  # an exported weights folder to continue from (model.train --init-from)
+SCALES=${SCALES:-}  # MIN,MAX: multi-scale training (model.train --multi-scale)
 JPEGS=${JPEGS:-}  # a folder of JPEGs for the service benchmark (default: 200 from the pack)
 SERVE_TIMEOUT=${SERVE_TIMEOUT:-90}
 WORK=${WORK:-$(mktemp -d)}
@@ -33,9 +35,12 @@ if compgen -G "$WHEELS/*.whl" >/dev/null; then
 fi
 step "environment"
 $PY -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'cuda', torch.cuda.is_available() and torch.cuda.get_device_name(0))"
+DATA_ARGS=()
+for pack in $PACK; do DATA_ARGS+=(--data "$pack"); done
+FIRST_PACK=${PACK%% *}
 if [ "$TRAIN" = 1 ] || [ -z "$JPEGS" ]; then
   step "pack check"
-  $PY -m model.pack check "$PACK" || exit 1
+  for pack in $PACK; do $PY -m model.pack check "$pack" || exit 1; done
 fi
 
 step "training throughput"
@@ -44,9 +49,12 @@ $PY tests/benchmarks/bench_train.py --device "$DEVICE" --size "$SIZE" --batch "$
 
 if [ "$TRAIN" = 1 ]; then
 step "train for $BUDGET s"
-timeout -s TERM $((BUDGET + 150)) $PY -m model.train --data "$PACK" --val-split '' --out "$WORK/run" \
+CONTINUE=()
+[ -n "$INIT_FROM" ] && CONTINUE+=(--init-from "$INIT_FROM")
+[ -n "$SCALES" ] && CONTINUE+=(--multi-scale "$SCALES")
+timeout -s TERM $((BUDGET + 150)) $PY -m model.train "${DATA_ARGS[@]}" --val-split '' --out "$WORK/run" \
   --device "$DEVICE" --input-size "$SIZE" --batch-size "$BATCH" --lr "$LR" --time-budget "$BUDGET" \
-  --export "$OUT/weights" --export-part-mib 15 ${TRAIN_ARGS:-} 2>&1 | tee "$OUT/train.log" \
+  --export "$OUT/weights" --export-part-mib 15 "${CONTINUE[@]}" ${TRAIN_ARGS:-} 2>&1 | tee "$OUT/train.log" \
   | awk '!/^ +[0-9]+ / || $1 % 10 == 1'  # every tenth epoch line on the console, all in train.log
 [ -f "$OUT/weights/model.json" ] || { echo "no weights exported"; exit 1; }
 fi
@@ -60,7 +68,7 @@ fi
 $PY -m pytest -q -p no:cacheprovider tests/model/test_gpu.py tests/app/test_device_decode.py 2>&1 | tail -15
 if [ -z "$JPEGS" ]; then
   JPEGS="$WORK/jpegs"
-  $PY - "$PACK" "$JPEGS" <<'PYEOF'
+  $PY - "$FIRST_PACK" "$JPEGS" <<'PYEOF'
 import sys
 from pathlib import Path
 from model.data.pack import read_pack

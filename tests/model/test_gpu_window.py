@@ -1,9 +1,10 @@
-"""The GPU-window sequence (docs/gpu-window.md), run end to end here on the CPU with a tiny pack.
+"""The GPU-window sequence (docs/gpu-window.md), run end to end here on the CPU with tiny packs.
 
-Pack the train split into parts, check them, run the window script (training throughput, 60 s
-of training from the pack, export in parts), join, evaluate with the analysis and the card, and
-serve the result with a real uvicorn process: the same commands the window runs, so it cannot
-fail on a typo.
+Pack the train split and the val split less its canary into parts, check them, run the window
+script as the next window will (training throughput; 60 s of multi-scale training from both packs,
+continuing from exported weights; export in parts), join, evaluate on the canary with the
+analysis and the card, and serve the result with a real uvicorn process: the same commands the
+window runs, so it cannot fail on a typo.
 """
 
 import json
@@ -17,6 +18,7 @@ import pytest
 
 from tests.support.images import image_bytes
 from tests.support.serving import Server
+from tests.support.weights import make_weights
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -53,10 +55,16 @@ def test_the_gpu_window_sequence_runs_on_the_cpu(voc_root: Path, tmp_path: Path)
     )
     listing = run(py, "-m", "model.pack", "check", str(pack))
     assert "24 images in" in listing and len(list(pack.glob("part-*.bin"))) >= 2
+    val_pack = tmp_path / "val-pack"
+    command = ["--data", str(voc_root), "--split", "val", "--out", str(val_pack), "--long-side", "96"]
+    run(py, "-m", "model.pack", "write", *command, "--canary", "3")
+    start = make_weights(tmp_path / "start", input_size=64)
 
     window = {
         "PYTHON": py,
-        "PACK": str(pack),
+        "PACK": f"{pack} {val_pack}",
+        "INIT_FROM": str(start),
+        "SCALES": "64,96",
         "WHEELS": str(tmp_path / "no-wheels"),
         "OUT": str(out),
         "DEVICE": "cpu",
@@ -71,12 +79,13 @@ def test_the_gpu_window_sequence_runs_on_the_cpu(voc_root: Path, tmp_path: Path)
     printed = run("bash", "deploy/gpu_window.sh", env=window, timeout=600)
     assert "whole training step" in printed and "exported ->" in printed
     train_log = (out / "train.log").read_text()
-    assert "budget 60 s" in train_log
+    assert "budget 60 s" in train_log and "training 29 images" in train_log and "init from" in train_log
     weights = out / "weights"
     parts = sorted(p.name for p in weights.iterdir())
     assert "parts.json" in parts and "model.safetensors" not in parts
     card = json.loads((weights / "model.json").read_text())["card"]
     assert 60 <= card["training_seconds"] < 120 and card["weights"] == "EMA"
+    assert card["multi_scale"] == [64, 96] and card["init_from"]["weights"] == str(start)
 
     run(py, "-m", "model.checkpoint", "join", str(weights))
     printed = run(
@@ -93,11 +102,14 @@ def test_the_gpu_window_sequence_runs_on_the_cpu(voc_root: Path, tmp_path: Path)
         "cpu",
         "--workers",
         "0",
+        "--canary",
+        "3",
         "--plots",
         str(tmp_path / "analysis"),
         "--write-card",
     )
     report = json.loads(printed.strip().splitlines()[-1])
+    assert report["images"] == 3
     assert json.loads((weights / "model.json").read_text())["card"]["val"]["map50"] == report["map50"]
     for name in ("pr_curves.png", "confusion.png", "ap_by_size.png", "per_class.csv", "analysis.json"):
         assert (tmp_path / "analysis" / name).stat().st_size > 100
