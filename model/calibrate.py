@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from model.backends import BACKENDS
 from model.calibration import CARD_KEY, GRID, MIN_DETECTIONS
 from model.checkpoint import record_derived
-from model.data import DEFAULT_SPLIT_SEED, DEFAULT_VAL_FRACTION, open_dataset
+from model.data import DEFAULT_SPLIT_SEED, DEFAULT_VAL_FRACTION, open_dataset, split_canary
 from model.evaluation.ap import evaluate_detections
 from model.evaluation.calibration_fit import calibrated_detections, fit, halves, reliability
 from model.evaluation.report import EVAL_PARAMS, evaluate_predictor
@@ -45,6 +45,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument(
+        "--canary", type=int, default=0, help="only the split's canary (a model that trained on the rest)"
+    )
     parser.add_argument("--write-card", action="store_true")
     args = parser.parse_args(argv)
 
@@ -53,6 +56,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     classes = loaded.config.classes
     dataset = open_dataset(args.data, args.split, classes, args.split_fraction, args.split_seed)
+    if args.canary:
+        dataset = split_canary(dataset, args.canary)[1]
     report = evaluate_predictor(
         predictor,
         dataset,
