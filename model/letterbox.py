@@ -60,18 +60,22 @@ def fit(image: Tensor, size: int) -> Fitted:
     return Fitted(torch.from_numpy(fitted.pixels).permute(2, 0, 1), fitted.width, fitted.height)
 
 
-def fit_on_cpu(pixels: np.ndarray, orientation: int, size: int) -> Fitted:
+def fit_on_cpu(
+    pixels: np.ndarray, orientation: int, size: int, stored_size: tuple[int, int] | None = None
+) -> Fitted:
     """A decoded upload, uint8 ``(H, W, 3)`` as stored, with its EXIF ``orientation`` -> :func:`fit`
-    as a viewer shows it, pixels as a ``(3, h, w)`` tensor (the torch runtime's fit on the CPU)."""
-    fitted = fit_array(pixels, orientation, size)
+    as a viewer shows it, pixels as a ``(3, h, w)`` tensor (the torch runtime's fit on the CPU);
+    ``stored_size`` as :func:`~model.arrays.fitting.fit_array`'s."""
+    fitted = fit_array(pixels, orientation, size, stored_size)
     return Fitted(torch.from_numpy(fitted.pixels).permute(2, 0, 1), fitted.width, fitted.height)
 
 
-def resize_fit(image: Tensor, size: int) -> Fitted:
+def resize_fit(image: Tensor, size: int, full: tuple[int, int] | None = None) -> Fitted:
     """uint8 ``(3, H, W)`` image -> torchvision's antialiased resize to the letterbox fit: about
     four times as fast as Pillow's (docs/model.md), for the GPU's CPU-side fit; pixels within a
-    step or two of :func:`fit`'s."""
-    height, width = int(image.shape[-2]), int(image.shape[-1])
+    step or two of :func:`fit`'s. ``full`` ``(height, width)``: the image's own size where ``image``
+    is a reduced decode of it."""
+    height, width = full or (int(image.shape[-2]), int(image.shape[-1]))
     new_h, new_w, _ = letterbox_geometry(height, width, size)
     return Fitted(TF.resize(reduce_long_axes(image, size), [new_h, new_w], antialias=True), width, height)
 
@@ -95,14 +99,21 @@ def orient(pixels: Tensor, orientation: int) -> Tensor:
     return pixels
 
 
-def fit_stored(pixels: np.ndarray, orientation: int, size: int) -> Fitted:
+def fit_stored(
+    pixels: np.ndarray, orientation: int, size: int, stored_size: tuple[int, int] | None = None
+) -> Fitted:
     """A decoded upload, uint8 ``(H, W, 3)`` as stored, with its EXIF ``orientation`` -> its
-    :func:`resize_fit` as a viewer shows it (the torch runtime's fit for a GPU)."""
+    :func:`resize_fit` as a viewer shows it (the torch runtime's fit for a GPU); ``stored_size``
+    ``(width, height)`` where ``pixels`` is a reduced decode."""
+    full = None
+    if stored_size is not None:
+        width, height = stored_size
+        full = (width, height) if orientation in (5, 6, 7, 8) else (height, width)
     # (H, W, 3) memory seen as (3, H, W): no copy, in the channels-last layout that the
     # antialiased resize reads fastest.
     if not pixels.flags.writeable:  # torch takes only writable memory
         pixels = pixels.copy()
-    return resize_fit(orient(torch.from_numpy(pixels).permute(2, 0, 1), orientation), size)
+    return resize_fit(orient(torch.from_numpy(pixels).permute(2, 0, 1), orientation), size, full)
 
 
 def letterbox_batch(

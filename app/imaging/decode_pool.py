@@ -83,11 +83,13 @@ class DecodePool:
         fit: Fit,
         fit_bytes_per_pixel: int = 0,
         turbo: bool = True,
+        reduce_for: int = 0,
     ) -> None:
         self.limits = limits
         self.fit = fit  # the predictor's: each runtime fits the way its evaluation measured
         self.fit_bytes_per_pixel = fit_bytes_per_pixel
         self.turbo = turbo  # JPEGs through torchvision where installed (not on the numpy runtime)
+        self.reduce_for = reduce_for  # the input side: large JPEGs decode reduced (decoding.draft_size)
         self.budget = MemoryBudget(budget_bytes)
         self.per_request = max(1, threads - 1)
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="decode")
@@ -113,7 +115,9 @@ class DecodePool:
         if device_decode and not keep_full:
             image = check_or_decode(part.data, limits.max_image_pixels, part.label, limits.timeout_s, cancel)
             if isinstance(image, DecodedImage):
-                return Prepared(self.fit(image.stored, image.orientation), None, image.format)
+                return Prepared(
+                    self.fit(image.stored, image.orientation, image.stored_size), None, image.format
+                )
             return image
         return prepare(
             part.data,
@@ -124,6 +128,7 @@ class DecodePool:
             keep_full,
             cancel,
             self.turbo,
+            self.reduce_for,
         )
 
     async def prepare(

@@ -30,10 +30,11 @@ from PIL import Image
 from app.errors import ClientError
 from app.imaging.prescan import MAX_RLE_BMP_PIXELS, StructureError, check_structure
 from model.arrays.fitting import TRANSPOSING, orient_array
-from model.geometry import Fitted
+from model.geometry import Fitted, letterbox_geometry
 
-# A predictor's fit: uint8 (H, W, 3) as stored and its EXIF orientation -> fitted to its input.
-Fit = Callable[[np.ndarray, int], Fitted]
+# A predictor's fit: uint8 (H, W, 3) as stored, its EXIF orientation and the image's own (width,
+# height) as stored (larger than the pixels' after a reduced JPEG decode) -> fitted to its input.
+Fit = Callable[[np.ndarray, int, tuple[int, int]], Fitted]
 
 SUPPORTED = "JPEG, PNG, WebP or BMP"
 SUPPORTED_MEDIA_TYPES = ("image/jpeg", "image/png", "image/webp", "image/bmp")
@@ -50,9 +51,10 @@ class DecodeError(ClientError):
 
 @dataclass(frozen=True)
 class DecodedImage:
-    stored: np.ndarray  # uint8 (H, W, 3) RGB as stored in the file
+    stored: np.ndarray  # uint8 (H, W, 3) RGB as stored in the file (or a reduced decode of it)
     orientation: int  # EXIF orientation, 1 (as stored) to 8
     format: str  # jpeg | png | webp | bmp
+    stored_size: tuple[int, int]  # (width, height) of the image as stored, whatever was decoded
 
     @property
     def pixels(self) -> np.ndarray:
@@ -61,11 +63,11 @@ class DecodedImage:
 
     @property
     def width(self) -> int:
-        return int(self.stored.shape[0 if self.orientation in TRANSPOSING else 1])
+        return self.stored_size[1 if self.orientation in TRANSPOSING else 0]
 
     @property
     def height(self) -> int:
-        return int(self.stored.shape[1 if self.orientation in TRANSPOSING else 0])
+        return self.stored_size[0 if self.orientation in TRANSPOSING else 1]
 
 
 @dataclass(frozen=True)
@@ -316,21 +318,45 @@ def decode_image_bytes(
     timeout: float = 30.0,
     cancel: threading.Event | None = None,
     turbo: bool = True,
+    reduce_for: int = 0,
 ) -> DecodedImage:
     """Decode one upload; raises :class:`DecodeError` (400/413/415) with a message for people.
 
     ``label`` names the part in messages (e.g. ``part 2 ('cat.png')``). ``turbo``: JPEGs through
     torchvision where it is installed (the numpy runtime says no, and stays free of torch).
+    ``reduce_for``: the input side the image will be fitted to; a JPEG at least twice its fit in
+    each direction is then decoded at 1/2, 1/4 or 1/8 scale by libjpeg (Pillow's ``draft``), still
+    at least twice its fit, which the antialiased fit then halves or more (about 15 times as fast
+    for a 24 MP photo; docs/operations.md).
     """
     image, kind = open_checked(data, max_pixels, label, timeout, cancel)
-    return _decode_opened(image, kind, data, label, turbo)
+    return _decode_opened(image, kind, data, label, turbo, reduce_for)
 
 
-def _decode_opened(image: Image.Image, kind: str, data: bytes, label: str, turbo: bool) -> DecodedImage:
+def draft_size(width: int, height: int, size: int) -> tuple[int, int] | None:
+    """The smallest decode of a ``width x height`` JPEG that still holds twice its fit in a ``size``
+    square, or None where the image is not twice its fit (decoded whole)."""
+    new_h, new_w, _ = letterbox_geometry(height, width, size)
+    if width < 4 * new_w or height < 4 * new_h:  # no 1/2 decode would keep twice the fit
+        return None
+    return 2 * new_w, 2 * new_h
+
+
+def _decode_opened(
+    image: Image.Image, kind: str, data: bytes, label: str, turbo: bool, reduce_for: int = 0
+) -> DecodedImage:
+    stored_size = image.size
     try:
         orientation = exif_orientation(image)
         decoder = _turbo_jpeg() if turbo else None
-        if kind == "jpeg" and image.mode in ("RGB", "L") and decoder is not None:
+        wanted = draft_size(*stored_size, reduce_for) if reduce_for and kind == "jpeg" else None
+        if wanted is not None and image.mode in ("RGB", "L"):
+            image.draft(image.mode, wanted)  # libjpeg's DCT scaling: 1/2, 1/4 or 1/8, >= wanted
+            rgb = image.convert("RGB")
+            pixels = np.array(rgb)
+            rgb.close()
+            image.close()
+        elif kind == "jpeg" and image.mode in ("RGB", "L") and decoder is not None:
             # libjpeg-turbo through torchvision straight into the array: Pillow's pixels without
             # Pillow's copy. Its own EXIF reading is not used, so that every format orients (or
             # not) the same way.
@@ -348,7 +374,7 @@ def _decode_opened(image: Image.Image, kind: str, data: bytes, label: str, turbo
         raise DecodeError(
             400, f"{label} is a truncated or corrupt {kind.upper()} image{reason(exc)}; send the whole file"
         ) from exc
-    return DecodedImage(stored=pixels, orientation=orientation, format=kind)
+    return DecodedImage(stored=pixels, orientation=orientation, format=kind, stored_size=stored_size)
 
 
 def prepare(
@@ -360,12 +386,14 @@ def prepare(
     keep_full: bool = False,
     cancel: threading.Event | None = None,
     turbo: bool = True,
+    reduce_for: int = 0,
 ) -> Prepared:
     """Decode one upload and fit it to the network's input; the full pixels are dropped unless
-    ``keep_full`` (a drawn answer needs them)."""
-    decoded = decode_image_bytes(data, max_pixels, label, timeout, cancel, turbo)
+    ``keep_full`` (a drawn answer needs them, so then no reduced decode either)."""
+    reduce_for = 0 if keep_full else reduce_for
+    decoded = decode_image_bytes(data, max_pixels, label, timeout, cancel, turbo, reduce_for)
     full = np.ascontiguousarray(decoded.pixels) if keep_full else None
-    return Prepared(fit(decoded.stored, decoded.orientation), full, decoded.format)
+    return Prepared(fit(decoded.stored, decoded.orientation, decoded.stored_size), full, decoded.format)
 
 
 def check_or_decode(

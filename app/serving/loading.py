@@ -87,6 +87,7 @@ async def load_service(app: FastAPI) -> None:
             predictor.fit,
             ARRAY_FIT_BYTES_PER_PIXEL if runtime == "numpy" else 0,
             turbo=runtime == "torch",
+            reduce_for=predictor.config.input_size,
         )
         service = DetectorService(predictor, weights, batcher, decoder)
         await asyncio.to_thread(service.warm_up, settings.device_decode)

@@ -34,10 +34,13 @@ def orient_array(pixels: np.ndarray, orientation: int) -> np.ndarray:
     return np.asarray(Image.fromarray(pixels).transpose(_TRANSPOSE[orientation]))
 
 
-def fit_array(pixels: np.ndarray, orientation: int, size: int) -> Fitted:
+def fit_array(
+    pixels: np.ndarray, orientation: int, size: int, stored_size: tuple[int, int] | None = None
+) -> Fitted:
     """uint8 ``(H, W, 3)`` as stored, EXIF ``orientation`` -> :class:`Fitted` with uint8 ``(h, w, 3)``
-    pixels, the longer side ``size``, as a viewer shows it."""
-    stored_h, stored_w = int(pixels.shape[0]), int(pixels.shape[1])
+    pixels, the longer side ``size``, as a viewer shows it. ``stored_size`` ``(width, height)``: the
+    image's own size where ``pixels`` is a reduced decode of it (a JPEG decoded at 1/2 to 1/8)."""
+    stored_w, stored_h = stored_size or (int(pixels.shape[1]), int(pixels.shape[0]))
     swap = orientation in TRANSPOSING
     height, width = (stored_w, stored_h) if swap else (stored_h, stored_w)
     new_h, new_w, _ = letterbox_geometry(height, width, size)

@@ -122,9 +122,11 @@ class ArrayPredictor:
         calibration = Calibration.from_card(weights.card, config.classes) if calibrated else None
         return cls(config, ir, defaults or weights.defaults, backend, threads, calibration), weights
 
-    def fit(self, pixels: np.ndarray, orientation: int = 1) -> Fitted:
+    def fit(
+        self, pixels: np.ndarray, orientation: int = 1, stored_size: tuple[int, int] | None = None
+    ) -> Fitted:
         """uint8 ``(H, W, 3)`` as stored, EXIF ``orientation`` -> fitted to the input (:mod:`.fitting`)."""
-        return fit_array(pixels, orientation, self.config.input_size)
+        return fit_array(pixels, orientation, self.config.input_size, stored_size)
 
     def preprocess(self, images: Sequence[np.ndarray | Fitted]) -> tuple[np.ndarray, list[Letterbox]]:
         """uint8 images -> normalized float32 ``(B, 3, S, S)`` batch (border 0, the mean), and each

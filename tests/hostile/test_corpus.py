@@ -3,6 +3,7 @@ the service still ready after each, memory bounded after all."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 
@@ -10,8 +11,10 @@ import httpx
 import pytest
 
 from tests.support.corpus import build
-from tests.support.serving import Server
-from tests.support.weights import make_weights
+from tests.support.serving import ROOT, Server
+from tests.support.weights import add_ir, make_weights
+
+NO_TORCH = ROOT / "tests" / "support" / "no_torch"
 
 pytestmark = pytest.mark.slow  # real servers or training runs: not in make test-fast
 
@@ -65,6 +68,26 @@ def test_each_case_gets_its_designed_status_with_device_decode(tmp_path_factory:
             if response.status_code == 200 and case.size:
                 result = response.json()["results"][0]
                 assert (result["width"], result["height"]) == case.size, case.name
+            assert client.get("/readyz").status_code == 200, case.name
+
+
+def test_each_case_gets_its_designed_status_on_the_numpy_runtime(tmp_path_factory: pytest.TempPathFactory):
+    """The same corpus against the CPU image's path: torch out of reach, Pillow's fit, numpy's
+    post-processing (the decode budget counting the fit's extra copy)."""
+    weights = add_ir(make_weights(tmp_path_factory.mktemp("weights"), input_size=128, objectness_bias=6.0))
+    with (
+        Server(weights, PYTHONPATH=os.pathsep.join([str(NO_TORCH), str(ROOT)])) as server,
+        httpx.Client(base_url=server.url, timeout=60) as client,
+    ):
+        assert client.get("/model").json()["runtime"] == "numpy"
+        for case in build():
+            response = client.post("/detect", **case.request_kwargs())
+            assert response.status_code in case.statuses, (case.name, response.status_code, response.text)
+            if response.status_code == 200 and case.size:
+                result = response.json()["results"][0]
+                assert (result["width"], result["height"]) == case.size, case.name
+            else:
+                assert "Traceback" not in response.text
             assert client.get("/readyz").status_code == 200, case.name
 
 

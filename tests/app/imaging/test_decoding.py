@@ -168,3 +168,32 @@ def test_jpeg_xl_is_415():
         with pytest.raises(DecodeError) as caught:
             decode_image_bytes(data, LIMIT, "photo.jxl")
         assert caught.value.status == 415
+
+
+@pytest.mark.parametrize("orientation", [1, 6])
+def test_a_large_jpeg_is_decoded_reduced_and_fitted_like_the_whole_one(orientation):
+    from model.arrays.fitting import fit_array
+
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    photo = Image.open(io.BytesIO(image_bytes(1200, 900, "PNG"))).convert("RGB")
+    data = encode(photo, "JPEG", exif=exif, quality=92)
+    whole = decode_image_bytes(data, LIMIT)
+    reduced = decode_image_bytes(data, LIMIT, reduce_for=64)
+    assert reduced.stored.shape[:2] == (113, 150)  # 1/8: still at least twice the fit, 128 x 96
+    assert reduced.stored_size == whole.stored_size == (1200, 900)
+    assert (reduced.width, reduced.height) == (whole.width, whole.height)
+    a = fit_array(reduced.stored, orientation, 64, reduced.stored_size)
+    b = fit_array(whole.stored, orientation, 64)
+    assert (a.width, a.height) == (b.width, b.height) and a.pixels.shape == b.pixels.shape
+    assert np.abs(a.pixels.astype(int) - b.pixels.astype(int)).mean() < 3
+
+
+def test_an_image_under_twice_its_fit_and_a_drawn_one_are_decoded_whole():
+    from app.imaging.decoding import prepare
+
+    data = image_bytes(200, 150, "JPEG")
+    assert decode_image_bytes(data, LIMIT, reduce_for=64).stored.shape[:2] == (150, 200)
+    big = image_bytes(1200, 900, "JPEG")
+    drawn = prepare(big, LIMIT, lambda p, o, s: None, "x", 10.0, keep_full=True, reduce_for=64)  # type: ignore[arg-type,return-value]
+    assert drawn.full is not None and drawn.full.shape[:2] == (900, 1200)
