@@ -1,5 +1,6 @@
 """45 s of sixteen hostile clients (every round-2 and round-3 attack, mixed) and one normal client, against
-a real uvicorn serving the shipped weights with the default settings."""
+a real uvicorn serving the shipped weights with the default settings, on each runtime (numpy: the
+CPU image's path)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ from tests.support.siege import siege
 pytestmark = pytest.mark.slow
 
 
-def test_normal_client_is_served_while_sixteen_hostile_clients_attack():
-    with Server(ROOT / "weights") as server:
+@pytest.mark.parametrize("runtime", ["torch", "numpy"])
+def test_normal_client_is_served_while_sixteen_hostile_clients_attack(runtime):
+    with Server(ROOT / "weights", DETECTOR_RUNTIME=runtime) as server:
         report = siege(server, seconds=45.0, hostile_clients=16)
     print("\n" + report.summary())
     assert report.five_xx == 0
