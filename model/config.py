@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -134,3 +135,16 @@ class DetectParams:
             class_ids=self.class_ids if class_ids is None else class_ids,
             flip=self.flip if flip is None else flip,
         )
+
+
+def params_per_image(
+    params: DetectParams | Sequence[DetectParams] | None, defaults: DetectParams, count: int
+) -> list[DetectParams]:
+    """One parameter set per image: ``params`` shared, or one each (their count checked), or
+    ``defaults``."""
+    if params is None:
+        params = defaults
+    per_image = [params] * count if isinstance(params, DetectParams) else list(params)
+    if len(per_image) != count:
+        raise ValueError(f"got {len(per_image)} parameter sets for {count} images")
+    return per_image

@@ -20,7 +20,7 @@ from model.backends import Backend, Runner, auto_cpu_backend, build_runner, prec
 from model.boxes import split_grid
 from model.calibration import Calibration
 from model.checkpoint import LoadedWeights, WeightsError, load_weights
-from model.config import DetectorConfig, DetectParams
+from model.config import DetectorConfig, DetectParams, params_per_image
 from model.hardware import resolve_device
 from model.letterbox import Fitted, Letterbox, fit_on_cpu, fit_stored, letterbox_batch
 from model.network import GridDetector
@@ -142,11 +142,7 @@ class Predictor:
         images = list(images)
         if not images:
             return []
-        if params is None:
-            params = self.defaults
-        per_image = [params] * len(images) if isinstance(params, DetectParams) else list(params)
-        if len(per_image) != len(images):
-            raise ValueError(f"got {len(per_image)} parameter sets for {len(images)} images")
+        per_image = params_per_image(params, self.defaults, len(images))
         batch, placements = self.preprocess(images)
         flipped = [k for k, p in enumerate(per_image) if p.flip]
         if flipped:  # flip test-time augmentation: their mirror images after the batch

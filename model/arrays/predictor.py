@@ -22,7 +22,7 @@ from model.arrays.fitting import fit_array
 from model.arrays.postprocess import BOX_CHANNELS, ArrayDetections, postprocess
 from model.calibration import Calibration
 from model.card import WeightsCard, WeightsError, read_card, verified_int8
-from model.config import DetectorConfig, DetectParams
+from model.config import DetectorConfig, DetectParams, params_per_image
 from model.geometry import Fitted, Letterbox, letterbox_geometry
 
 log = logging.getLogger(__name__)
@@ -173,11 +173,7 @@ class ArrayPredictor:
         images = list(images)
         if not images:
             return []
-        if params is None:
-            params = self.defaults
-        per_image = [params] * len(images) if isinstance(params, DetectParams) else list(params)
-        if len(per_image) != len(images):
-            raise ValueError(f"got {len(per_image)} parameter sets for {len(images)} images")
+        per_image = params_per_image(params, self.defaults, len(images))
         batch, placements = self.preprocess(images)
         flipped = [k for k, p in enumerate(per_image) if p.flip]
         if flipped:  # flip test-time augmentation: their mirror images after the batch

@@ -55,6 +55,18 @@ def test_each_case_gets_its_designed_status_and_the_service_keeps_serving(server
     assert fds_after <= fds_before + 5
 
 
+def every_case_once(client: httpx.Client) -> None:
+    for case in build():
+        response = client.post("/detect", **case.request_kwargs())
+        assert response.status_code in case.statuses, (case.name, response.status_code, response.text)
+        if response.status_code == 200 and case.size:
+            result = response.json()["results"][0]
+            assert (result["width"], result["height"]) == case.size, case.name
+        else:
+            assert "Traceback" not in response.text
+        assert client.get("/readyz").status_code == 200, case.name
+
+
 def test_each_case_gets_its_designed_status_with_device_decode(tmp_path_factory: pytest.TempPathFactory):
     """The same corpus once more with JPEGs left to the batcher (``DETECTOR_DEVICE_DECODE``)."""
     weights = make_weights(tmp_path_factory.mktemp("weights"), input_size=128, objectness_bias=6.0)
@@ -62,13 +74,7 @@ def test_each_case_gets_its_designed_status_with_device_decode(tmp_path_factory:
         Server(weights, DETECTOR_DEVICE_DECODE="true") as server,
         httpx.Client(base_url=server.url, timeout=60) as client,
     ):
-        for case in build():
-            response = client.post("/detect", **case.request_kwargs())
-            assert response.status_code in case.statuses, (case.name, response.status_code, response.text)
-            if response.status_code == 200 and case.size:
-                result = response.json()["results"][0]
-                assert (result["width"], result["height"]) == case.size, case.name
-            assert client.get("/readyz").status_code == 200, case.name
+        every_case_once(client)
 
 
 def test_each_case_gets_its_designed_status_on_the_numpy_runtime(tmp_path_factory: pytest.TempPathFactory):
@@ -80,15 +86,7 @@ def test_each_case_gets_its_designed_status_on_the_numpy_runtime(tmp_path_factor
         httpx.Client(base_url=server.url, timeout=60) as client,
     ):
         assert client.get("/model").json()["runtime"] == "numpy"
-        for case in build():
-            response = client.post("/detect", **case.request_kwargs())
-            assert response.status_code in case.statuses, (case.name, response.status_code, response.text)
-            if response.status_code == 200 and case.size:
-                result = response.json()["results"][0]
-                assert (result["width"], result["height"]) == case.size, case.name
-            else:
-                assert "Traceback" not in response.text
-            assert client.get("/readyz").status_code == 200, case.name
+        every_case_once(client)
 
 
 def test_oversized_body_sent_slowly_is_cut_off_early(server: Server):
