@@ -117,7 +117,8 @@ class ArrayPredictor:
         if backend == "openvino-int8" and ir is None:
             raise WeightsError(
                 f"{folder}: no int8 network beside the weights, which is what serves without torch; "
-                f"derive it: python -m model.quantize --weights {folder} --data DATASET"
+                "derive it where the quantize extra is installed (pip install '.[quantize]'): "
+                f"python -m model.quantize --weights {folder} --data DATASET, or serve the GPU image"
             )
         calibration = Calibration.from_card(weights.card, config.classes) if calibrated else None
         return cls(config, ir, defaults or weights.defaults, backend, threads, calibration), weights
