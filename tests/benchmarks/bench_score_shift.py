@@ -61,7 +61,7 @@ def main() -> int:
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--floor", type=float, nargs="+", default=[0.03, 0.25])
     args = parser.parse_args()
-    reference, loaded = Predictor.from_weights(args.weights, "cpu", backend="onnxruntime")
+    reference, loaded = Predictor.from_weights(args.weights, "cpu", backend="onnxruntime", calibrated=False)
     dataset = open_dataset([args.data], args.split, loaded.config.classes)
     count = len(dataset) if args.limit is None else min(args.limit, len(dataset))
     images = [dataset[k][0] for k in range(count)]
@@ -72,7 +72,7 @@ def main() -> int:
         f"{'>0.05':>7} {'no twin':>8}"
     )
     for backend in ("openvino-bf16", "openvino-int8"):
-        other, _ = Predictor.from_weights(args.weights, "cpu", backend=backend)  # type: ignore[arg-type]
+        other, _ = Predictor.from_weights(args.weights, "cpu", backend=backend, calibrated=False)  # type: ignore[arg-type]
         found = detect_all(other, images)
         for floor in args.floor:
             moved, orphans = shifts(fp32, found, floor)

@@ -55,7 +55,8 @@ def test_reduced_precision_answers_close_to_fp32_on_photos(backend, needs, toler
     if not needs():
         pytest.skip(f"this CPU has no native instructions for {backend}")
     fp32 = Predictor(load_weights(ROOT / "weights").network, backend="eager")
-    reduced, _ = Predictor.from_weights(ROOT / "weights", "cpu", backend=backend)
+    # Raw scores on both sides: the card's calibration is one monotone map over either.
+    reduced, _ = Predictor.from_weights(ROOT / "weights", "cpu", backend=backend, calibrated=False)
     assert reduced.precision == backend.removeprefix("openvino-")
     images = photos()
     checked = 0

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.imaging.decoding import DecodeError, decode_image_bytes, sniff_format
+from app.imaging.decoding import DecodeError, decode_image_bytes
+from app.imaging.formats import sniff_format
 from tests.support.images import image_bytes
 
 LIMIT = 40_000_000
