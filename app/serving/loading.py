@@ -22,8 +22,8 @@ from model.card import WeightsError
 from model.config import DetectParams
 from model.runtime import open_predictor, resolve_runtime
 
-# What the numpy runtime's fit copies of a full image (Pillow's 4 bytes a pixel), beyond what the
-# decode costs of app.imaging.decoding count.
+# What the CPU's fit (Pillow's, both runtimes) copies of a full image, 4 bytes a pixel, beyond what
+# the decode costs of app.imaging.decoding count.
 ARRAY_FIT_BYTES_PER_PIXEL = 4
 
 log = logging.getLogger("app")
@@ -85,7 +85,7 @@ async def load_service(app: FastAPI) -> None:
             settings.decode_budget_bytes,
             settings.decode_threads,
             predictor.fit,
-            ARRAY_FIT_BYTES_PER_PIXEL if runtime == "numpy" else 0,
+            ARRAY_FIT_BYTES_PER_PIXEL if str(predictor.device) == "cpu" else 0,
             turbo=runtime == "torch",
             reduce_for=predictor.config.input_size,
         )
