@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 from torchvision.ops import box_convert
 
-from model.network import BOX_CHANNELS
+from model.config import BOX_CHANNELS, MAX_LOG_SIZE
 
 # Keeps atanh finite; the target offset lies in [-0.5, 0.5) so this never clips real data.
 _TANH_LIMIT = 1.0 - 1e-6
@@ -37,7 +37,7 @@ def cell_centres(height: int, width: int, device: torch.device | None = None) ->
 def decode_boxes(deltas: Tensor, centres: Tensor, stride: int) -> Tensor:
     """deltas ``(..., 4)`` raw ``tx, ty, tw, th``; centres ``(..., 2)`` in cells -> xyxy input pixels."""
     xy = stride * (torch.tanh(deltas[..., :2]) + centres)
-    wh = stride * torch.exp(deltas[..., 2:].clamp(max=10.0))
+    wh = stride * torch.exp(deltas[..., 2:].clamp(max=MAX_LOG_SIZE))
     return box_convert(torch.cat([xy, wh], dim=-1), "cxcywh", "xyxy")
 
 

@@ -13,7 +13,7 @@ in numpy and in torch. Nothing here imports torch at import time.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -95,6 +95,7 @@ class Calibration:
     score ``k / (GRID - 1)``."""
 
     table: np.ndarray  # (C, GRID) float32, strictly rising along each row
+    _on_device: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_knots(cls, knots: Sequence[tuple[Sequence[float], Sequence[float]]]) -> Calibration:
@@ -129,7 +130,9 @@ class Calibration:
         """The same for a torch tensor (on its device)."""
         import torch
 
-        table = torch.as_tensor(self.table, device=scores.device)
+        table = self._on_device.get(str(scores.device))
+        if table is None:  # once per device, not once per batch
+            table = self._on_device[str(scores.device)] = torch.as_tensor(self.table, device=scores.device)
         position = scores.float().clamp(0.0, 1.0) * (GRID - 1)
         low = position.floor().clamp(0, GRID - 2)
         fraction = position - low

@@ -35,6 +35,12 @@ IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 MODEL_NAME = "resnet18-grid"
 TRUNK_STRIDE = 32  # ResNet18 up to layer4
 NECK_STRIDE = 16  # layer4 upsampled and fused with layer3
+# How the head's output reads, for both prediction paths (torch and numpy): the box channels come
+# first, then objectness, then the class logits; exp(tw) is clamped at this log size.
+BOX_CHANNELS = 4  # tx, ty, tw, th
+MAX_LOG_SIZE = 10.0
+# Candidates kept per image before NMS; bounds NMS cost when the threshold is near zero.
+PRE_NMS_TOP_K = 1000
 
 
 @dataclass(frozen=True)

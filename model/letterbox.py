@@ -56,8 +56,7 @@ def fit(image: Tensor, size: int) -> Fitted:
     """uint8 ``(3, H, W)`` CPU image -> its antialiased resize to the letterbox fit of a ``size``
     square, by the CPU's one fit (:func:`model.arrays.fitting.fit_array`, Pillow's): on the CPU the
     torch and numpy runtimes see the same pixels, so they give the same answers."""
-    fitted = fit_array(image.permute(1, 2, 0).numpy(), 1, size)
-    return Fitted(torch.from_numpy(fitted.pixels).permute(2, 0, 1), fitted.width, fitted.height)
+    return fit_on_cpu(image.permute(1, 2, 0).numpy(), 1, size)
 
 
 def fit_on_cpu(

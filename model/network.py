@@ -9,9 +9,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models import resnet18
 
-from model.config import DetectorConfig
+from model.config import BOX_CHANNELS, DetectorConfig
 
-BOX_CHANNELS = 4  # tx, ty, tw, th
+__all__ = ["BOX_CHANNELS", "GridDetector", "build_network"]
 TRUNK_CHANNELS = 512
 LAYER3_CHANNELS = 256
 

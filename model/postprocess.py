@@ -12,11 +12,8 @@ from torchvision.ops import batched_nms
 
 from model.boxes import GridOutput
 from model.calibration import Calibration
-from model.config import DetectParams
+from model.config import PRE_NMS_TOP_K, DetectParams
 from model.letterbox import Letterbox
-
-# Candidates kept per image before NMS; bounds NMS cost when the threshold is near zero.
-PRE_NMS_TOP_K = 1000
 
 
 @dataclass(frozen=True)

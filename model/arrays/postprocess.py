@@ -15,12 +15,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from model.calibration import Calibration
-from model.config import DetectParams
+from model.config import BOX_CHANNELS, MAX_LOG_SIZE, PRE_NMS_TOP_K, DetectParams
 from model.geometry import Letterbox
 
-BOX_CHANNELS = 4  # tx, ty, tw, th (model.network.BOX_CHANNELS)
-PRE_NMS_TOP_K = 1000  # model.postprocess.PRE_NMS_TOP_K
-_MAX_LOG_SIZE = np.float32(10.0)  # exp(tw) is clamped as in model.boxes.decode_boxes
+_MAX_LOG_SIZE = np.float32(MAX_LOG_SIZE)
 
 
 @dataclass(frozen=True)

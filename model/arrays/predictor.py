@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from model.arrays.fitting import fit_array
-from model.arrays.postprocess import BOX_CHANNELS, ArrayDetections, postprocess
+from model.arrays.postprocess import ArrayDetections, postprocess
 from model.calibration import Calibration
 from model.card import WeightsCard, WeightsError, read_card, verified_int8
-from model.config import DetectorConfig, DetectParams, params_per_image
+from model.config import BOX_CHANNELS, DetectorConfig, DetectParams, params_per_image
 from model.geometry import Fitted, Letterbox, letterbox_geometry
 
 log = logging.getLogger(__name__)
