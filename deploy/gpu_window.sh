@@ -21,6 +21,9 @@ SERVE=${SERVE:-1}
 SERVED=${SERVED:-}  # a weights folder to serve instead of the one this call trains
 INIT_FROM=${INIT_FROM:-}  # an exported weights folder to continue from (model.train --init-from)
 SCALES=${SCALES:-}  # MIN,MAX: multi-scale training (model.train --multi-scale)
+STRIDE8=${STRIDE8:-0}  # 1: train with the stride-8 level (model.train --stride8-level)
+COMPILE=${COMPILE:-off}  # model.train --compile: off, default, reduce-overhead (eager if it fails)
+BENCH_COMPILE=${BENCH_COMPILE:-off}  # the training-step benchmark under these --compile modes
 JPEGS=${JPEGS:-}  # a folder of JPEGs for the service benchmark (default: 200 from the pack)
 SERVE_TIMEOUT=${SERVE_TIMEOUT:-90}
 WORK=${WORK:-$(mktemp -d)}
@@ -44,14 +47,19 @@ if [ "$TRAIN" = 1 ] || [ -z "$JPEGS" ]; then
 fi
 
 step "training throughput"
+LEVELS=()
+[ "$STRIDE8" = 1 ] && LEVELS+=(--stride8-level)
+# shellcheck disable=SC2086  # BENCH_COMPILE is a list of modes
 $PY tests/benchmarks/bench_train.py --device "$DEVICE" --size "$SIZE" --batch "$BENCH_BATCH" --seconds "$BENCH_SECONDS" \
-  | tee "$OUT/bench_train.txt"
+  --compile $BENCH_COMPILE "${LEVELS[@]}" 2>&1 | grep -v "^W[0-9]" | tee "$OUT/bench_train.txt"
 
 if [ "$TRAIN" = 1 ]; then
 step "train for $BUDGET s"
 CONTINUE=()
 [ -n "$INIT_FROM" ] && CONTINUE+=(--init-from "$INIT_FROM")
 [ -n "$SCALES" ] && CONTINUE+=(--multi-scale "$SCALES")
+[ "$STRIDE8" = 1 ] && CONTINUE+=(--stride8-level)
+CONTINUE+=(--compile "$COMPILE")
 timeout -s TERM $((BUDGET + 150)) $PY -m model.train "${DATA_ARGS[@]}" --val-split '' --out "$WORK/run" \
   --device "$DEVICE" --input-size "$SIZE" --batch-size "$BATCH" --lr "$LR" --time-budget "$BUDGET" \
   --export "$OUT/weights" --export-part-mib 15 "${CONTINUE[@]}" ${TRAIN_ARGS:-} 2>&1 | tee "$OUT/train.log" \

@@ -12,6 +12,7 @@ nearest neighbouring cells also learn the object (:func:`assign_targets`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -19,6 +20,7 @@ from torch import Tensor
 from torchvision.ops import box_convert
 
 from model.config import BOX_CHANNELS, MAX_LOG_SIZE
+from model.grid import GridLayout, layout_of
 
 # Keeps atanh finite; the target offset lies in [-0.5, 0.5) so this never clips real data.
 _TANH_LIMIT = 1.0 - 1e-6
@@ -34,8 +36,9 @@ def cell_centres(height: int, width: int, device: torch.device | None = None) ->
     return torch.stack([i.flatten(), j.flatten()], dim=1) + 0.5
 
 
-def decode_boxes(deltas: Tensor, centres: Tensor, stride: int) -> Tensor:
-    """deltas ``(..., 4)`` raw ``tx, ty, tw, th``; centres ``(..., 2)`` in cells -> xyxy input pixels."""
+def decode_boxes(deltas: Tensor, centres: Tensor, stride: int | Tensor) -> Tensor:
+    """deltas ``(..., 4)`` raw ``tx, ty, tw, th``; centres ``(..., 2)`` in cells -> xyxy input pixels.
+    ``stride``: one for every cell, or ``(..., 1)``, each cell's own."""
     xy = stride * (torch.tanh(deltas[..., :2]) + centres)
     wh = stride * torch.exp(deltas[..., 2:].clamp(max=MAX_LOG_SIZE))
     return box_convert(torch.cat([xy, wh], dim=-1), "cxcywh", "xyxy")
@@ -53,26 +56,50 @@ class GridOutput:
     """The raw grid split and decoded; cells flattened row-major.
 
     boxes_xyxy: ``(B, H*W, 4)`` float, input pixels. objectness: ``(B, H*W)`` logits.
-    class_logits: ``(B, H*W, C)``. deltas: ``(B, H*W, 4)`` raw box channels.
+    class_logits: ``(B, H*W, C)``. deltas: ``(B, H*W, 4)`` raw box channels. layout: where each
+    cell sits (its level, row and column), every level's cells one after another.
     """
 
     boxes_xyxy: Tensor
     objectness: Tensor
     class_logits: Tensor
     deltas: Tensor
+    layout: GridLayout
 
 
-def split_grid(raw: Tensor, stride: int) -> GridOutput:
-    """raw ``(B, 5 + C, H, W)`` head output -> :class:`GridOutput` (decoded in float32)."""
-    batch, _, height, width = raw.shape
-    flat = raw.float().flatten(2).transpose(1, 2)  # (B, H*W, 5 + C)
+def layout_tensors(layout: GridLayout, device: torch.device) -> tuple[Tensor, Tensor]:
+    """``(N, 2)`` cell centres (in cells) and ``(N, 1)`` strides of ``layout`` on ``device``, made by
+    torch (what :meth:`GridLayout.centres` gives in numpy), so that a compiled step traces them."""
+    centres = torch.cat([cell_centres(height, width, device) for height, width in layout.shapes])
+    strides = torch.cat(
+        [
+            torch.full((height * width, 1), float(stride), device=device)
+            for stride, (height, width) in zip(layout.strides, layout.shapes, strict=True)
+        ]
+    )
+    return centres, strides
+
+
+def split_grid(raw: Tensor, strides: int | Sequence[int]) -> GridOutput:
+    """raw head output -> :class:`GridOutput` (decoded in float32): ``(B, 5 + C, H, W)`` at one
+    stride, or ``(B, 5 + C, N)`` of several levels (:mod:`model.grid`)."""
+    batch = raw.shape[0]
+    layout = layout_of(raw.shape, strides)
+    flat = raw.float().flatten(2).transpose(1, 2)  # (B, N, 5 + C)
     deltas = flat[..., :BOX_CHANNELS]
-    centres = cell_centres(height, width, raw.device)
+    if len(layout.strides) == 1:
+        (height, width), stride = layout.shapes[0], layout.strides[0]
+        centres = cell_centres(height, width, raw.device)
+        boxes = decode_boxes(deltas, centres.expand(batch, -1, -1), stride)
+    else:
+        centres, cell_stride = layout_tensors(layout, raw.device)
+        boxes = decode_boxes(deltas, centres.expand(batch, -1, -1), cell_stride.expand(batch, -1, -1))
     return GridOutput(
-        boxes_xyxy=decode_boxes(deltas, centres.expand(batch, -1, -1), stride),
+        boxes_xyxy=boxes,
         objectness=flat[..., BOX_CHANNELS],
         class_logits=flat[..., BOX_CHANNELS + 1 :],
         deltas=deltas,
+        layout=layout,
     )
 
 
@@ -159,3 +186,32 @@ def assign_targets(
     centres = cell_centres(height, width, device).expand(batch, -1, -1)
     deltas = encode_boxes(out_boxes, centres, stride)
     return GridTargets(positive=positive, deltas=deltas, labels=out_labels, boxes_xyxy=out_boxes)
+
+
+def assign_levels(
+    boxes_xyxy: Tensor,
+    labels: Tensor,
+    layout: GridLayout,
+    level_split: float,
+    neighbours: bool = True,
+) -> GridTargets:
+    """:func:`assign_targets` over every level of ``layout``, the levels' cells concatenated as the
+    network gives them. With two levels an object trains the finer one when the square root of its
+    area (input pixels) is under ``level_split``, else the coarser one; never both."""
+    if len(layout.strides) == 1:
+        height, width = layout.shapes[0]
+        return assign_targets(boxes_xyxy, labels, height, width, layout.strides[0], neighbours)
+    if len(layout.strides) != 2:
+        raise ValueError(f"level assignment splits two levels, not {len(layout.strides)}")
+    wh = (boxes_xyxy[..., 2:] - boxes_xyxy[..., :2]).clamp(min=0)
+    small = (wh[..., 0] * wh[..., 1]).sqrt() < level_split
+    parts = [
+        assign_targets(boxes_xyxy, torch.where(chosen, labels, -1), side, side, stride, neighbours)
+        for chosen, side, stride in zip((small, ~small), layout.sides, layout.strides, strict=True)
+    ]
+    return GridTargets(
+        positive=torch.cat([p.positive for p in parts], dim=1),
+        deltas=torch.cat([p.deltas for p in parts], dim=1),
+        labels=torch.cat([p.labels for p in parts], dim=1),
+        boxes_xyxy=torch.cat([p.boxes_xyxy for p in parts], dim=1),
+    )

@@ -71,6 +71,16 @@ def save_weights(
             "stride": config.stride,
             "neck_channels": config.neck_channels,
             "head_hidden_channels": config.head_hidden_channels,
+            "levels": list(config.strides),  # the grids' strides, finest first
+            **(
+                {
+                    "stride8_level": True,
+                    "level_split": config.level_split,
+                    "output": "(B, 5 + C, N): each level's grid flattened row-major, finest first",
+                }
+                if config.stride8_level
+                else {}
+            ),
             "outputs_per_cell": "tx, ty, tw, th, objectness, class logits",
         },
         "classes": list(config.classes),

@@ -35,6 +35,10 @@ IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 MODEL_NAME = "resnet18-grid"
 TRUNK_STRIDE = 32  # ResNet18 up to layer4
 NECK_STRIDE = 16  # layer4 upsampled and fused with layer3
+FINE_STRIDE = 8  # the neck upsampled again and fused with layer2 (``stride8_level``)
+# An object trains the stride-8 level when the square root of its area, in input pixels, is
+# under this (about 6 stride-8 cells; 3 stride-16 cells); every other object trains stride 16.
+LEVEL_SPLIT = 48
 # How the head's output reads, for both prediction paths (torch and numpy): the box channels come
 # first, then objectness, then the class logits; exp(tw) is clamped at this log size.
 BOX_CHANNELS = 4  # tx, ty, tw, th
@@ -52,12 +56,18 @@ class DetectorConfig:
     0 reads the grid off ``layer4`` (stride 32, the design's seed); above 0 a light neck
     upsamples ``layer4``, fuses it with ``layer3`` and gives a stride-16 grid of that many
     channels. Weights saved before the neck existed have neither key and load as stride 32.
+    ``stride8_level`` (needs the neck) adds a second, finer level: the neck upsampled again and
+    fused with ``layer2``, read by a head of its own at stride 8; objects smaller than
+    ``level_split`` input pixels (square root of the area) train it, the others stride 16.
+    Weights saved before it existed load as one level.
     """
 
     classes: tuple[str, ...] = VOC_CLASSES
     input_size: int = 416
     head_hidden_channels: int = 0  # 0: the design's single 1x1 conv head
     neck_channels: int = 0  # 0: no neck, stride 32; > 0: stride-16 neck of this width
+    stride8_level: bool = False  # a second, stride-8 level for small objects (needs the neck)
+    level_split: int = LEVEL_SPLIT  # objects under this many pixels train the stride-8 level
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     name: str = MODEL_NAME
@@ -69,6 +79,10 @@ class DetectorConfig:
             )
         if self.neck_channels < 0 or self.head_hidden_channels < 0:
             raise ValueError("neck_channels and head_hidden_channels must be >= 0")
+        if self.stride8_level and not self.neck_channels:
+            raise ValueError("the stride-8 level builds on the stride-16 neck: set neck_channels > 0")
+        if self.level_split <= 0:
+            raise ValueError(f"level_split must be > 0, got {self.level_split}")
         if len(set(self.classes)) != len(self.classes) or not self.classes:
             raise ValueError("classes must be a non-empty list of unique names")
 
@@ -82,7 +96,14 @@ class DetectorConfig:
         return NECK_STRIDE if self.neck_channels else TRUNK_STRIDE
 
     @property
+    def strides(self) -> tuple[int, ...]:
+        """The levels the head reads, finest first: ``(8, 16)`` with the stride-8 level, else
+        ``(stride,)``."""
+        return (FINE_STRIDE, self.stride) if self.stride8_level else (self.stride,)
+
+    @property
     def grid_size(self) -> int:
+        """Cells per side of the coarsest level's grid."""
         return self.input_size // self.stride
 
     def to_dict(self) -> dict[str, Any]:
@@ -94,7 +115,7 @@ class DetectorConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DetectorConfig:
-        keys = ("input_size", "head_hidden_channels", "neck_channels", "name")
+        keys = ("input_size", "head_hidden_channels", "neck_channels", "stride8_level", "level_split", "name")
         known = {k: data[k] for k in keys if k in data}
         config = cls(
             classes=tuple(data.get("classes", VOC_CLASSES)),
@@ -105,6 +126,10 @@ class DetectorConfig:
         if "stride" in data and int(data["stride"]) != config.stride:
             raise ValueError(
                 f"stride {data['stride']} does not match the architecture (stride {config.stride})"
+            )
+        if "levels" in data and tuple(int(s) for s in data["levels"]) != config.strides:
+            raise ValueError(
+                f"levels {list(data['levels'])} do not match the architecture (levels {list(config.strides)})"
             )
         return config
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -13,6 +12,7 @@ from torchvision.ops import batched_nms
 from model.boxes import GridOutput
 from model.calibration import Calibration
 from model.config import PRE_NMS_TOP_K, DetectParams
+from model.grid import GridLayout
 from model.letterbox import Letterbox
 
 
@@ -63,18 +63,19 @@ def postprocess_image(
     )
 
 
-def merge_flips(boxes_xyxy: Tensor, scores: Tensor, mirrored: int, input_size: int) -> tuple[Tensor, Tensor]:
+def merge_flips(
+    boxes_xyxy: Tensor, scores: Tensor, mirrored: int, layout: GridLayout
+) -> tuple[Tensor, Tensor]:
     """Flip test-time augmentation: the last ``mirrored`` images of the batch are mirror images of
     the images before them that asked for it (in order); each such image's cells get the mean of
-    their own boxes and scores and their mirror cell's (cell ``j, i`` and ``j, W - 1 - i``, boxes
-    mirrored back, ``x -> S - x``, on the square ``S`` input). Returns the mirror cells' boxes and
-    scores, aligned with their images' cells."""
+    their own boxes and scores and their mirror cell's (cell ``j, i`` and ``j, W - 1 - i`` of the
+    same level, boxes mirrored back, ``x -> S - x``, on the square ``S`` input). Returns the mirror
+    cells' boxes and scores, aligned with their images' cells."""
     own = boxes_xyxy.shape[0] - mirrored
-    cells = boxes_xyxy.shape[1]
-    grid_width = math.isqrt(cells)  # the input, so the grid, is square
-    order = torch.arange(cells, device=boxes_xyxy.device).view(-1, grid_width).flip(-1).flatten()
+    order = torch.from_numpy(layout.mirror_order()).to(boxes_xyxy.device)
+    size = layout.input_size
     back = boxes_xyxy[own:, order][..., [2, 1, 0, 3]] * boxes_xyxy.new_tensor([-1, 1, -1, 1])
-    back = back + boxes_xyxy.new_tensor([input_size, 0, input_size, 0])
+    back = back + boxes_xyxy.new_tensor([size, 0, size, 0])
     return back, scores[own:, order]
 
 
@@ -83,7 +84,6 @@ def postprocess(
     placements: Sequence[Letterbox],
     params: Sequence[DetectParams],
     calibration: Calibration | None = None,
-    input_size: int = 0,
 ) -> list[Detections]:
     """A batch: each image with its own letterbox placement and its own parameters; the mirror
     images that ``params[b].flip`` asked for after them (:func:`merge_flips`); scores calibrated
@@ -91,7 +91,7 @@ def postprocess(
     boxes, scores = output.boxes_xyxy, class_scores(output)
     flipped = [b for b, p in enumerate(params) if p.flip]
     if flipped:
-        back_boxes, back_scores = merge_flips(boxes, scores, len(flipped), input_size)
+        back_boxes, back_scores = merge_flips(boxes, scores, len(flipped), output.layout)
         boxes, scores = boxes[: len(params)].clone(), scores[: len(params)].clone()
         boxes[flipped] = (boxes[flipped] + back_boxes) / 2
         scores[flipped] = (scores[flipped] + back_scores) / 2

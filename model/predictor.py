@@ -147,8 +147,8 @@ class Predictor:
         flipped = [k for k, p in enumerate(per_image) if p.flip]
         if flipped:  # flip test-time augmentation: their mirror images after the batch
             batch = torch.cat([batch, batch[flipped].flip(-1)])
-        output = split_grid(self.forward(batch), self.config.stride)
-        return postprocess(output, placements, per_image, self.calibration, self.config.input_size)
+        output = split_grid(self.forward(batch), self.config.strides)
+        return postprocess(output, placements, per_image, self.calibration)
 
 
 class TensorView:

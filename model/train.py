@@ -35,7 +35,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from model import hardware
-from model.config import DetectorConfig
+from model.config import LEVEL_SPLIT, DetectorConfig
 from model.data.pack import is_pack
 from model.loss import LOSS_TERMS
 from model.training.config import TrainConfig
@@ -53,7 +53,14 @@ from model.training.setup import (
 )
 from model.training.trainer import BatchLoss, Progress, Trainer
 
-SCRATCH = {"input_size": 416, "neck_channels": 256, "head_hidden_channels": 0, "lr": 2e-3}
+SCRATCH = {
+    "input_size": 416,
+    "neck_channels": 256,
+    "head_hidden_channels": 0,
+    "stride8_level": False,
+    "level_split": LEVEL_SPLIT,
+    "lr": 2e-3,
+}
 FINE_TUNE_LR = 1e-3  # the default peak LR with --init-from (docs/own-classes.md has the comparison)
 
 
@@ -77,6 +84,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     net.add_argument("--input-size", type=int, default=None, help="default 416")
     net.add_argument("--neck-channels", type=int, default=None, help="default 256; 0: stride-32 grid")
     net.add_argument("--head-hidden-channels", type=int, default=None, help="default 0")
+    net.add_argument(
+        "--stride8-level",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="add a stride-8 level for small objects (default: off)",
+    )
+    net.add_argument(
+        "--level-split",
+        type=int,
+        default=None,
+        help=f"objects under this many input pixels (sqrt of area) train stride 8 (default {LEVEL_SPLIT})",
+    )
     net.add_argument("--backbone-weights", default=None, help="local torchvision ResNet18 state dict")
     net.add_argument("--init-from", default=None, help="exported weights folder to start from")
     run = p.add_argument_group("schedule")
@@ -117,6 +136,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     run.add_argument("--bf16", choices=("auto", "on", "off"), default="auto", help="auto: CUDA and bf16 CPUs")
     run.add_argument("--channels-last", choices=("auto", "on", "off"), default="auto")
+    run.add_argument(
+        "--compile",
+        choices=("off", "default", "reduce-overhead"),
+        default="off",
+        help="torch.compile the network and the loss (reduce-overhead: with CUDA graphs); eager if it fails",
+    )
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--device", default="auto")
     run.add_argument("--resume", default=None, help="a last.pt checkpoint to continue (the same run)")
@@ -135,7 +160,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     out.add_argument("--find-lr-steps", type=int, default=100)
     args = p.parse_args(argv)
     arch = {**SCRATCH, **architecture_from(args.init_from)} if args.init_from else SCRATCH
-    for key in ("input_size", "neck_channels", "head_hidden_channels"):
+    for key in ("input_size", "neck_channels", "head_hidden_channels", "stride8_level", "level_split"):
         if getattr(args, key) is None:
             setattr(args, key, arch[key])
     if args.lr is None:
@@ -161,6 +186,8 @@ def train(args: argparse.Namespace, argv: Sequence[str] = ()) -> int:
             classes=classes,
             input_size=args.input_size,
             neck_channels=args.neck_channels,
+            stride8_level=args.stride8_level,
+            level_split=args.level_split,
             head_hidden_channels=args.head_hidden_channels,
         )
     torch.manual_seed(config.seed + dist_info.rank)
@@ -185,6 +212,7 @@ def train(args: argparse.Namespace, argv: Sequence[str] = ()) -> int:
         config.scales,
         config.box_loss,
         config.mixup,
+        config.compile,
     )
     if args.find_lr:
         if dist_info.is_main:
@@ -219,7 +247,7 @@ def train(args: argparse.Namespace, argv: Sequence[str] = ()) -> int:
         network = DistributedDataParallel(
             network, device_ids=[device.index] if device.type == "cuda" else None
         )
-        loss.network = network
+        loss.rebind(network)
     trainer = Trainer(config, detector, device, dist_info, bank, network, optimizer, ema, progress, loss)
     val_set = None
     if dist_info.is_main:
@@ -256,7 +284,8 @@ def print_header(trainer: Trainer, load_seconds: float, notes: list[str], init: 
     print(
         f"training {len(trainer.bank)} images ({load_seconds:.1f} s to load) on "
         f"{hardware.describe(trainer.device)}, batch {trainer.batch} x {trainer.dist_info.world_size}, "
-        f"input {detector.input_size}, stride {detector.stride}, {len(detector.classes)} classes, {length}, "
+        f"input {detector.input_size}, stride {'+'.join(map(str, detector.strides))}, "
+        f"{len(detector.classes)} classes, {length}, "
         f"lr {config.lr}",
         flush=True,
     )

@@ -17,6 +17,7 @@ import numpy as np
 from model.calibration import Calibration
 from model.config import BOX_CHANNELS, MAX_LOG_SIZE, PRE_NMS_TOP_K, DetectParams
 from model.geometry import Letterbox
+from model.grid import layout_of
 
 _MAX_LOG_SIZE = np.float32(MAX_LOG_SIZE)
 
@@ -37,14 +38,17 @@ class ArrayDetections:
         return int(self.scores.size)
 
 
-def decode_grid(raw: np.ndarray, stride: int) -> tuple[np.ndarray, np.ndarray]:
-    """raw ``(B, 5 + C, H, W)`` head output -> boxes ``(B, H*W, 4)`` xyxy input pixels and scores
-    ``(B, H*W, C)``; cells flattened row-major (cell ``j * W + i``)."""
-    batch, channels, height, width = raw.shape
-    flat = raw.astype(np.float32, copy=False).reshape(batch, channels, height * width).transpose(0, 2, 1)
-    j, i = np.meshgrid(np.arange(height, dtype=np.float32), np.arange(width, dtype=np.float32), indexing="ij")
-    centres = np.stack([i.ravel(), j.ravel()], axis=1) + np.float32(0.5)  # (H*W, 2) in cells
-    s = np.float32(stride)
+def decode_grid(raw: np.ndarray, strides: int | Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """raw head output, ``(B, 5 + C, H, W)`` at one stride or ``(B, 5 + C, N)`` of several levels
+    (:mod:`model.grid`) -> boxes ``(B, N, 4)`` xyxy input pixels and scores ``(B, N, C)``; cells
+    flattened row-major (cell ``j * W + i``), level after level."""
+    layout = layout_of(raw.shape, strides)
+    batch, channels = raw.shape[:2]
+    flat = raw.astype(np.float32, copy=False).reshape(batch, channels, layout.cells).transpose(0, 2, 1)
+    centres = layout.centres()  # (N, 2) in cells
+    s: np.ndarray | np.float32 = (
+        np.float32(layout.strides[0]) if len(layout.strides) == 1 else layout.cell_strides()
+    )
     xy = s * (np.tanh(flat[..., :2]) + centres)
     wh = s * np.exp(np.minimum(flat[..., 2:BOX_CHANNELS], _MAX_LOG_SIZE))
     half = np.float32(0.5) * wh
@@ -111,7 +115,7 @@ def postprocess_image(
 
 def postprocess(
     raw: np.ndarray,
-    stride: int,
+    strides: int | Sequence[int],
     placements: Sequence[Letterbox],
     params: Sequence[DetectParams],
     calibration: Calibration | None = None,
@@ -119,13 +123,13 @@ def postprocess(
     """A batch of raw grids: each image with its own letterbox placement and its own parameters,
     the mirror images that ``params[b].flip`` asked for after them; scores calibrated before the
     threshold when there is a calibration."""
-    boxes, scores = decode_grid(raw, stride)
+    boxes, scores = decode_grid(raw, strides)
     flipped = [b for b, p in enumerate(params) if p.flip]
     if flipped:  # their mirror images follow the batch (model.postprocess.merge_flips)
         own = len(params)
-        grid_width = raw.shape[3]
-        order = np.arange(boxes.shape[1]).reshape(-1, grid_width)[:, ::-1].ravel()
-        size = np.float32(grid_width * stride)
+        layout = layout_of(raw.shape, strides)
+        order = layout.mirror_order()
+        size = np.float32(layout.input_size)
         back = boxes[own:, order][..., [2, 1, 0, 3]] * np.array([-1, 1, -1, 1], np.float32)
         back += np.array([size, 0, size, 0], np.float32)
         back_scores = scores[own:, order]

@@ -65,8 +65,11 @@ class ArrayPredictor:
         self.precision = "int8" if backend == "openvino-int8" else "none"
         self._table = _normalization_table(config.mean, config.std)
         size = config.input_size
-        grid = size // config.stride
-        self._null_shape = (BOX_CHANNELS + 1 + config.num_classes, grid, grid)
+        channels = BOX_CHANNELS + 1 + config.num_classes
+        sides = [size // stride for stride in config.strides]
+        self._null_shape: tuple[int, ...] = (
+            (channels, sides[0], sides[0]) if len(sides) == 1 else (channels, sum(n * n for n in sides))
+        )
         self._request = None
         if backend == "openvino-int8":
             if ir is None:
@@ -154,7 +157,8 @@ class ArrayPredictor:
         return batch, placements
 
     def forward(self, batch: np.ndarray) -> np.ndarray:
-        """Normalized batch -> raw grid ``(B, 5 + C, S/32, S/32)`` float32."""
+        """Normalized batch -> raw head output (``(B, 5 + C, H, W)``, or ``(B, 5 + C, N)`` with
+        two levels: :mod:`model.grid`) float32."""
         if self._request is None:  # null: nothing found at any useful threshold
             grid = np.zeros((batch.shape[0], *self._null_shape), dtype=np.float32)
             grid[:, BOX_CHANNELS] = -10.0
@@ -179,4 +183,4 @@ class ArrayPredictor:
         flipped = [k for k, p in enumerate(per_image) if p.flip]
         if flipped:  # flip test-time augmentation: their mirror images after the batch
             batch = np.concatenate([batch, batch[flipped][..., ::-1]])
-        return postprocess(self.forward(batch), self.config.stride, placements, per_image, self.calibration)
+        return postprocess(self.forward(batch), self.config.strides, placements, per_image, self.calibration)

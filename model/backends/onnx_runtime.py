@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 import warnings
+from typing import Any
 
 import onnxruntime as ort
 import torch
@@ -19,10 +20,19 @@ log = logging.getLogger(__name__)
 
 
 def export_onnx(network: nn.Module, input_size: int) -> bytes:
-    """``network`` (fp32, CPU) -> a serialized ONNX model with a dynamic batch dimension."""
+    """``network`` (fp32, CPU) -> a serialized ONNX model with a dynamic batch dimension.
+
+    A network of several levels flattens its grids into one output, a reshape the exporter would
+    fix to this input's cell count; its input side is left dynamic too (a multiple of 32), so that
+    the exported graph serves other input sides as a one-level graph does."""
     # A batch of 2 keeps the exporter from specialising the batch dimension to 1.
     example = torch.zeros(2, 3, input_size, input_size)
     batch = torch.export.Dim("batch", min=1, max=4096)
+    dims: dict[int, Any] = {0: batch}
+    with torch.no_grad():
+        if network(example[:1]).ndim == 3:  # (B, 5 + C, N): several levels (model.grid)
+            side = 32 * torch.export.Dim("side", min=1, max=128)
+            dims.update({2: side, 3: side})
     for name in ("onnxscript", "onnx_ir"):  # a dozen INFO lines per export about its own passes
         logging.getLogger(name).setLevel(logging.WARNING)
     with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
@@ -32,7 +42,7 @@ def export_onnx(network: nn.Module, input_size: int) -> bytes:
             (example,),
             input_names=["images"],
             output_names=["grid"],
-            dynamic_shapes=({0: batch},),
+            dynamic_shapes=(dims,),
             dynamo=True,
             optimize=True,  # constant folding and fusions, which ONNX Runtime runs markedly faster
             verbose=False,

@@ -56,6 +56,7 @@ class TrainConfig:
     box_loss: str = "giou"  # or "ciou"
     mixup: float = 0.0  # share of each batch's images blended with another of the batch
     canary: int = 0  # val images kept out when val trains too (model.data.sources.split_canary)
+    compile: str = "off"  # torch.compile of the network and the loss: off, default, reduce-overhead
     command: str = ""
 
     @classmethod
@@ -101,6 +102,7 @@ class TrainConfig:
             box_loss=args.box_loss,
             mixup=args.mixup,
             canary=args.canary,
+            compile=args.compile,
             command=command,
         )
 

@@ -61,6 +61,8 @@ def make_card(trainer: Trainer, data_notes: list[str], init: dict[str, Any] | No
         "steps": progress.step,
         "input_size": detector.input_size,
         "stride": detector.stride,
+        "levels": list(detector.strides),
+        "level_split": detector.level_split if detector.stride8_level else None,
         "batch_size": config.batch_size * world,
         "lr": config.lr,
         "warmup": config.warmup,
@@ -71,6 +73,11 @@ def make_card(trainer: Trainer, data_notes: list[str], init: dict[str, Any] | No
         "close_mosaic": config.close_mosaic,
         "multi_scale": list(config.scales) or None,
         "box_loss": config.box_loss,
+        "compile": None
+        if config.compile == "off"
+        else config.compile
+        if trainer.loss.compiled
+        else f"{config.compile} (failed: trained eager)",
         "mixup": config.mixup,
         "canary": config.canary or None,  # val images kept out of training (val trained too)
         "freeze_backbone": config.freeze_backbone,

@@ -146,29 +146,67 @@ def val_dataset(config: TrainConfig, classes: Sequence[str]) -> DetectionDataset
     return split_canary(val, config.canary)[1] if config.canary else val
 
 
+def _head_of(network: GridDetector, name: str) -> nn.Sequential | None:
+    head = getattr(network, name, None)
+    return head if isinstance(head, nn.Sequential) else None
+
+
+def _copy_final(
+    source: nn.Conv2d, target: nn.Conv2d, source_classes: Sequence[str], target_classes: Sequence[str]
+) -> None:
+    """The box and objectness channels, and each class channel by name."""
+    rows = list(range(BOX_CHANNELS + 1))
+    source_rows = list(rows)
+    for k, name in enumerate(target_classes):
+        if name in source_classes:
+            rows.append(BOX_CHANNELS + 1 + k)
+            source_rows.append(BOX_CHANNELS + 1 + list(source_classes).index(name))
+    with torch.no_grad():
+        target.weight[rows] = source.weight[source_rows].to(target.weight.dtype)
+        assert target.bias is not None and source.bias is not None
+        target.bias[rows] = source.bias[source_rows].to(target.bias.dtype)
+
+
 def transfer_weights(source: GridDetector, target: GridDetector) -> dict[str, Any]:
     """Copy into ``target`` every tensor of ``source`` that fits; returns what happened.
 
-    The head's last convolution is matched by role, not by key: its box and objectness channels
-    are copied, and each class channel whose name both class lists have. Any other tensor with
-    the same key but another shape is an error naming it.
+    Each head's last convolution is matched by role, not by key: its box and objectness channels
+    are copied, and each class channel whose name both class lists have. A stride-8 head the
+    source does not have starts as a copy of the source's stride-16 head (same shapes). Any other
+    tensor with the same key but another shape is an error naming it.
     """
-    source_final, target_final = source.head[-1], target.head[-1]
-    assert isinstance(source_final, nn.Conv2d) and isinstance(target_final, nn.Conv2d)
-    final_keys = {f"head.{len(target.head) - 1}.{p}" for p in ("weight", "bias")}
-    source_final_keys = {f"head.{len(source.head) - 1}.{p}" for p in ("weight", "bias")}
-    source_state = {k: v for k, v in source.state_dict().items() if k not in source_final_keys}
+    source_finals = {
+        f"{name}.{len(head) - 1}.{p}"
+        for name in ("head", "fine_head")
+        if (head := _head_of(source, name)) is not None
+        for p in ("weight", "bias")
+    }  # matched by role below, never by key
+    source_state = {k: v for k, v in source.state_dict().items() if k not in source_finals}
     target_state = target.state_dict()
+    heads = [name for name in ("head", "fine_head") if _head_of(target, name) is not None]
+    # Where each head of the target takes its weights from: the source's head of that name, else its main one.
+    origin = {name: name if _head_of(source, name) is not None else "head" for name in heads}
+    final_keys: set[str] = set()
+    for name in heads:
+        head = _head_of(target, name)
+        assert head is not None
+        final_keys |= {f"{name}.{len(head) - 1}.{p}" for p in ("weight", "bias")}
+
+    def source_key(key: str) -> str:
+        name, rest = key.split(".", 1)
+        return f"{origin[name]}.{rest}" if name in origin else key
+
     loaded, fresh, mismatched = [], [], []
     for key, value in target_state.items():
         if key in final_keys:
             continue
-        if key not in source_state:
+        mapped = source_key(key)
+        if mapped not in source_state:
             fresh.append(key)
-        elif source_state[key].shape != value.shape:
-            mismatched.append(f"{key} {tuple(source_state[key].shape)} -> {tuple(value.shape)}")
+        elif source_state[mapped].shape != value.shape:
+            mismatched.append(f"{key} {tuple(source_state[mapped].shape)} -> {tuple(value.shape)}")
         else:
-            value.copy_(source_state[key])
+            value.copy_(source_state[mapped])
             loaded.append(key)
     if mismatched:
         raise ValueError(
@@ -178,28 +216,28 @@ def transfer_weights(source: GridDetector, target: GridDetector) -> dict[str, An
         )
     source_classes, target_classes = source.config.classes, target.config.classes
     kept_classes = [name for name in target_classes if name in source_classes]
-    if source_final.in_channels == target_final.in_channels:
-        rows = list(range(BOX_CHANNELS + 1))
-        source_rows = list(rows)
-        for k, name in enumerate(target_classes):
-            if name in source_classes:
-                rows.append(BOX_CHANNELS + 1 + k)
-                source_rows.append(BOX_CHANNELS + 1 + source_classes.index(name))
-        with torch.no_grad():
-            target_final.weight[rows] = source_final.weight[source_rows].to(target_final.weight.dtype)
-            assert target_final.bias is not None and source_final.bias is not None
-            target_final.bias[rows] = source_final.bias[source_rows].to(target_final.bias.dtype)
-        kept = f"{len(kept_classes)} of {len(target_classes)}"
-        head = f"box and objectness channels kept; class channels kept for {kept}"
-    else:
-        fresh += sorted(final_keys)
-        head = "head input width changed: the last convolution starts fresh"
-    unused = [k for k in source_state if k not in target_state]
+    notes = []
+    for name in heads:
+        target_head, source_head = _head_of(target, name), _head_of(source, origin[name])
+        assert target_head is not None and source_head is not None
+        source_final, target_final = source_head[-1], target_head[-1]
+        assert isinstance(source_final, nn.Conv2d) and isinstance(target_final, nn.Conv2d)
+        if source_final.in_channels == target_final.in_channels:
+            _copy_final(source_final, target_final, source_classes, target_classes)
+            if origin[name] != name:
+                notes.append(f"{name} started as a copy of {origin[name]}")
+        else:
+            fresh += sorted(k for k in final_keys if k.startswith(f"{name}."))
+            notes.append(f"{name}: head input width changed, its last convolution starts fresh")
+    kept = f"{len(kept_classes)} of {len(target_classes)}"
+    head_note = "; ".join([f"box and objectness channels kept; class channels kept for {kept}", *notes])
+    used = {source_key(k) for k in target_state}
+    unused = [k for k in source_state if k not in used]
     return {
         "tensors_loaded": len(loaded),
         "fresh": fresh,
         "unused": unused,
-        "head": head,
+        "head": head_note,
         "classes_kept": kept_classes,
     }
 
@@ -233,4 +271,6 @@ def architecture_from(init_from: str | None) -> dict[str, Any]:
         "input_size": loaded.config.input_size,
         "neck_channels": loaded.config.neck_channels,
         "head_hidden_channels": loaded.config.head_hidden_channels,
+        "stride8_level": loaded.config.stride8_level,
+        "level_split": loaded.config.level_split,
     }

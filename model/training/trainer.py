@@ -14,8 +14,9 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
-from model.boxes import assign_targets, split_grid
+from model.boxes import assign_levels, split_grid
 from model.config import DetectorConfig
+from model.grid import layout_of
 from model.loss import LOSS_TERMS, detection_loss
 from model.network import GridDetector
 from model.training.augment import AugmentConfig, ImageBank, augment_batch
@@ -49,6 +50,32 @@ class BatchLoss:
     scales: tuple[int, ...] = ()  # multi-scale: an input side drawn per batch
     box_loss: str = "giou"
     mixup: float = 0.0
+    compile_mode: str = "off"  # off, default or reduce-overhead (CUDA graphs): torch.compile
+
+    def __post_init__(self) -> None:
+        self.rebind(self.network)
+
+    def rebind(self, network: nn.Module) -> None:
+        """Run ``network`` (the same one wrapped, e.g. by DDP), compiled again under ``--compile``."""
+        self.network = network
+        self.forward: Any = network
+        self.criterion: Any = self.loss_terms
+        if self.compile_mode != "off":
+            import torch._dynamo
+
+            # One graph per input side under multi-scale, and a few spare.
+            torch._dynamo.config.cache_size_limit = max(8, len(self.scales) + 4)
+            self.forward = torch.compile(network, mode=self.compile_mode, dynamic=False)
+            # Static shapes: the boxes are padded to a few bucket sizes (pad_to_bucket).
+            self.criterion = torch.compile(self.loss_terms, mode=self.compile_mode, dynamic=False)
+
+    @property
+    def compiled(self) -> bool:
+        return self.forward is not self.network
+
+    def use_eager(self) -> None:
+        """Back to the eager network and loss (when compiling fails on this machine)."""
+        self.forward, self.criterion = self.network, self.loss_terms
 
     def size(self) -> int:
         """This batch's input side: the detector's, or one of ``scales`` drawn by the generator."""
@@ -68,10 +95,32 @@ class BatchLoss:
             images, boxes, labels = mixup(images, boxes, labels, self.mixup, self.generator)
         images = images.contiguous(memory_format=self.precision.memory_format)
         with self.precision.autocast:
-            raw = self.network(images)  # (B, 5 + C, S/s, S/s)
-        grid = assign_targets(boxes, labels, raw.shape[2], raw.shape[3], detector.stride, self.neighbours)
-        output = split_grid(raw, detector.stride)
+            raw = self.forward(images)  # (B, 5 + C, S/s, S/s), or (B, 5 + C, N) with two levels
+        if self.compiled:
+            boxes, labels = pad_to_bucket(boxes, labels)
+        terms: dict[str, Tensor] = self.criterion(raw, boxes, labels)
+        return terms
+
+    def loss_terms(self, raw: Tensor, boxes: Tensor, labels: Tensor) -> dict[str, Tensor]:
+        """The targets of the batch's boxes on every level, and the loss of ``raw`` against them."""
+        detector = self.detector
+        layout = layout_of(raw.shape, detector.strides)
+        grid = assign_levels(boxes, labels, layout, detector.level_split, self.neighbours)
+        output = split_grid(raw, detector.strides)
         return detection_loss(output, grid, iou_objectness=self.iou_objectness, iou_loss=self.box_loss)
+
+
+def pad_to_bucket(boxes: Tensor, labels: Tensor, smallest: int = 16) -> tuple[Tensor, Tensor]:
+    """Boxes ``(B, M, 4)`` and labels ``(B, M)`` padded (label -1: no box) to the next power of two
+    from ``smallest``, so that a compiled loss sees a few shapes, not one per box count."""
+    most = labels.shape[1]
+    bucket = max(smallest, 1 << max(0, most - 1).bit_length())
+    if bucket == most:
+        return boxes, labels
+    extra = bucket - most
+    boxes = torch.cat([boxes, boxes.new_zeros(boxes.shape[0], extra, 4)], 1)
+    labels = torch.cat([labels, labels.new_full((labels.shape[0], extra), -1)], 1)
+    return boxes, labels
 
 
 def mixup(
@@ -147,8 +196,10 @@ class Trainer:
     lr: float = field(init=False, default=0.0)
     done: bool = field(init=False, default=False)
     frozen: bool = field(init=False, default=False)
+    compile_checked_at: int = field(init=False, default=0)  # the step whose failure falls back to eager
 
     def __post_init__(self) -> None:
+        self.compile_checked_at = self.progress.step
         share = len(self.bank) // self.dist_info.world_size
         self.batch = min(self.config.batch_size, share)
         self.steps_per_epoch = max(1, share // self.batch)
@@ -223,7 +274,20 @@ class Trainer:
             self.frozen = frozen
 
     def step(self, indices: Tensor, fraction: float) -> Tensor:
-        """One optimizer step on ``bank[indices]``; returns the loss terms, still on the device."""
+        """One optimizer step on ``bank[indices]``; returns the loss terms, still on the device.
+
+        Under ``--compile`` the first step compiles; if compiling fails on this machine (no C
+        compiler, an unsupported operator), the run says why and goes on eager."""
+        if self.loss.compiled and self.progress.step == self.compile_checked_at:
+            try:
+                return self._step(indices, fraction)
+            except Exception as exc:
+                print(f"--compile failed ({type(exc).__name__}: {exc}); training eager", flush=True)
+                self.loss.use_eager()
+                self.optimizer.zero_grad(set_to_none=True)
+        return self._step(indices, fraction)
+
+    def _step(self, indices: Tensor, fraction: float) -> Tensor:
         config = self.config
         self.lr = config.lr * lr_factor(fraction, config.warmup)
         for group in self.optimizer.param_groups:

@@ -2,13 +2,17 @@
 
     python tests/benchmarks/bench_train.py                       # CPU, input 224, batch 16
     python tests/benchmarks/bench_train.py --device cuda --size 416 --batch 256
+    python tests/benchmarks/bench_train.py --device cuda --compile off default reduce-overhead
 
 The whole step is what ``model.train`` runs per batch: batched augmentation on the device
 (mosaic on), bf16 autocast and channels_last where on, forward, target assignment, loss,
 backward, gradient clipping, AdamW and the EMA update. The ceiling is the same network's
 forward+backward on one fixed, already-normalized batch with the same precision settings (no
 augmentation, no loss beyond a sum, no optimizer). Images come from a bank of random pictures
-with random boxes, so no data set is needed. Prints one table: images/s of each and their ratio.
+with random boxes, so no data set is needed. ``--compile`` adds the whole step under
+``model.train --compile`` of each mode (its compile time is printed apart, not counted), and
+``--stride8-level`` measures the network with its stride-8 level. Prints one table: images/s of
+each and their ratio to the eager ceiling.
 """
 
 from __future__ import annotations
@@ -61,10 +65,20 @@ def main() -> None:
     parser.add_argument("--neck-channels", type=int, default=256)
     parser.add_argument("--bf16", choices=("auto", "on", "off"), default="auto")
     parser.add_argument("--channels-last", choices=("auto", "on", "off"), default="auto")
+    parser.add_argument(
+        "--compile",
+        nargs="+",
+        choices=("off", "default", "reduce-overhead"),
+        default=["off"],
+        help="the whole step under each model.train --compile mode",
+    )
+    parser.add_argument("--stride8-level", action="store_true")
     args = parser.parse_args()
     device = torch.device(args.device)
     torch.manual_seed(0)
-    detector = DetectorConfig(input_size=args.size, neck_channels=args.neck_channels)
+    detector = DetectorConfig(
+        input_size=args.size, neck_channels=args.neck_channels, stride8_level=args.stride8_level
+    )
     images, boxes, labels = [], [], []
     for _ in range(args.bank):
         height, width = torch.randint(args.size // 2, args.size + 1, (2,)).tolist()
@@ -82,16 +96,21 @@ def main() -> None:
     ema = ModelEMA(network)
     generator = torch.Generator(device=device).manual_seed(0)
     augment = AugmentConfig()
-    loss = BatchLoss(network, bank, detector, precision, generator)  # what model.train runs per batch
 
-    def whole_step() -> None:
-        indices = torch.randint(0, len(bank), (args.batch,), generator=generator, device=device)
-        terms = loss(indices, augment)
-        optimizer.zero_grad(set_to_none=True)
-        terms["total"].backward()
-        torch.nn.utils.clip_grad_norm_(network.parameters(), 10.0)
-        optimizer.step()
-        ema.update(network)
+    def whole_step_of(mode: str) -> Callable[[], None]:
+        # What model.train runs per batch, compiled as --compile MODE does.
+        loss = BatchLoss(network, bank, detector, precision, generator, compile_mode=mode)
+
+        def whole_step() -> None:
+            indices = torch.randint(0, len(bank), (args.batch,), generator=generator, device=device)
+            terms = loss(indices, augment)
+            optimizer.zero_grad(set_to_none=True)
+            terms["total"].backward()
+            torch.nn.utils.clip_grad_norm_(network.parameters(), 10.0)
+            optimizer.step()
+            ema.update(network)
+
+        return whole_step
 
     fixed = torch.randn(args.batch, 3, args.size, args.size, device=device).contiguous(
         memory_format=memory_format
@@ -104,8 +123,18 @@ def main() -> None:
         out.float().sum().backward()
 
     rows = []
-    for name, fn in (("forward+backward (ceiling)", bare_step), ("whole training step", whole_step)):
-        seconds, calls = timed(fn, device, args.seconds)
+    seconds, calls = timed(bare_step, device, args.seconds)
+    rows.append(("forward+backward (ceiling)", calls * args.batch / seconds))
+    for mode in args.compile:
+        step = whole_step_of(mode)
+        start = time.perf_counter()
+        step()  # compiles under a compile mode
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        if mode != "off":
+            print(f"compile {mode}: first step {time.perf_counter() - start:.1f} s", flush=True)
+        seconds, calls = timed(step, device, args.seconds)
+        name = "whole training step" if mode == "off" else f"whole step, compile {mode}"
         rows.append((name, calls * args.batch / seconds))
     ceiling = rows[0][1]
     dev = (
@@ -115,11 +144,11 @@ def main() -> None:
     )
     print(
         f"device {dev}, torch {torch.__version__}, input {args.size}, batch {args.batch}, "
-        f"bf16 {args.bf16}, channels_last {args.channels_last}"
+        f"bf16 {args.bf16}, channels_last {args.channels_last}, levels {list(detector.strides)}"
     )
-    print(f"{'path':<28} {'images/s':>10} {'of ceiling':>10}")
+    print(f"{'path':<36} {'images/s':>10} {'of ceiling':>10}")
     for name, rate in rows:
-        print(f"{name:<28} {rate:>10.1f} {rate / ceiling:>10.2f}")
+        print(f"{name:<36} {rate:>10.1f} {rate / ceiling:>10.2f}")
 
 
 if __name__ == "__main__":

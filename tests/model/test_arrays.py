@@ -199,7 +199,7 @@ def test_flip_merging_undoes_the_mirror_on_both_runtimes():
     flipped = [DetectParams(0.05, 0.5, 100, flip=True), DetectParams(0.05, 0.5, 100)]
     with_mirror = torch.cat([raw, mirror_grid(raw[:1])])  # image 0 asked for flip
     expected = torch_postprocess(split_grid(raw, 16), placements, plain)
-    merged = torch_postprocess(split_grid(with_mirror, 16), placements, flipped, None, 96)
+    merged = torch_postprocess(split_grid(with_mirror, 16), placements, flipped)
     merged_numpy = postprocess(with_mirror.numpy(), 16, placements, flipped)
     for a, b, c in zip(expected, merged, merged_numpy, strict=True):
         torch.testing.assert_close(b.boxes_xyxy, a.boxes_xyxy, atol=1e-4, rtol=0)

@@ -58,13 +58,14 @@ def test_the_gpu_window_sequence_runs_on_the_cpu(voc_root: Path, tmp_path: Path)
     val_pack = tmp_path / "val-pack"
     command = ["--data", str(voc_root), "--split", "val", "--out", str(val_pack), "--long-side", "96"]
     run(py, "-m", "model.pack", "write", *command, "--canary", "3")
-    start = make_weights(tmp_path / "start", input_size=64)
+    start = make_weights(tmp_path / "start", input_size=64, neck_channels=32)  # as the shipped model: a neck
 
     window = {
         "PYTHON": py,
         "PACK": f"{pack} {val_pack}",
         "INIT_FROM": str(start),
         "SCALES": "64,96",
+        "STRIDE8": "1",
         "WHEELS": str(tmp_path / "no-wheels"),
         "OUT": str(out),
         "DEVICE": "cpu",
@@ -86,6 +87,7 @@ def test_the_gpu_window_sequence_runs_on_the_cpu(voc_root: Path, tmp_path: Path)
     card = json.loads((weights / "model.json").read_text())["card"]
     assert 60 <= card["training_seconds"] < 120 and card["weights"] == "EMA"
     assert card["multi_scale"] == [64, 96] and card["init_from"]["weights"] == str(start)
+    assert card["levels"] == [8, 16] and "fine_head started as a copy of head" in card["init_from"]["head"]
 
     run(py, "-m", "model.checkpoint", "join", str(weights))
     printed = run(

@@ -103,3 +103,24 @@ def test_one_batch_overfits():
     last = {k: float(v.detach()) for k, v in loss_for(network, images, boxes, labels).items()}
     assert last["total"] < 0.3 * first["total"]
     assert last["class"] < first["class"] and last["giou"] < first["giou"]
+
+
+@pytest.mark.parametrize("kind", ["giou", "ciou"])
+def test_the_iou_loss_is_torchvisions_without_its_mask(kind):
+    from torchvision.ops import complete_box_iou_loss, generalized_box_iou_loss
+
+    from model.loss import iou_loss_per_box
+
+    generator = torch.Generator().manual_seed(2)
+    corner = torch.rand(500, 2, generator=generator) * 100
+    target = torch.cat([corner, corner + 1 + torch.rand(500, 2, generator=generator) * 60], 1)
+    shift = torch.randn(500, 4, generator=generator) * 20  # overlapping, touching and far apart pairs
+    pred = torch.cat([target[:, :2] + shift[:, :2], target[:, :2] + shift[:, :2] + 1 + shift[:, 2:].abs()], 1)
+    theirs_fn = generalized_box_iou_loss if kind == "giou" else complete_box_iou_loss
+    mine_pred, theirs_pred = pred.clone().requires_grad_(), pred.clone().requires_grad_()
+    mine = iou_loss_per_box(mine_pred, target, kind)
+    theirs = theirs_fn(theirs_pred, target, reduction="none")
+    torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-6)
+    mine.sum().backward()
+    theirs.sum().backward()
+    torch.testing.assert_close(mine_pred.grad, theirs_pred.grad, rtol=1e-4, atol=1e-6)

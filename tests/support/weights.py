@@ -19,17 +19,22 @@ def make_weights(
     input_size: int = TINY_SIZE,
     objectness_bias: float | None = None,
     classes: Sequence[str] = VOC_CLASSES,
+    **architecture: int | bool,
 ) -> Path:
     """A random-init weights folder; ``objectness_bias`` raises scores so detections appear
-    (mostly ``person``, then ``dog``: their class logits are raised too)."""
+    (mostly ``person``, then ``dog``: their class logits are raised too). ``architecture``:
+    :class:`DetectorConfig` fields (``neck_channels``, ``stride8_level``...)."""
     torch.manual_seed(0)
-    network = build_network(DetectorConfig(classes=tuple(classes), input_size=input_size))
+    config = DetectorConfig(classes=tuple(classes), input_size=input_size, **architecture)  # type: ignore[arg-type]
+    network = build_network(config)
+    heads = [network.head] + ([network.fine_head] if network.fine_head is not None else [])
     if objectness_bias is not None:
         with torch.no_grad():
-            network.head[-1].bias[4] = objectness_bias
-            if len(classes) > 14:
-                network.head[-1].bias[5 + 14] = 4.0
-                network.head[-1].bias[5 + 11] = 3.0
+            for head in heads:
+                head[-1].bias[4] = objectness_bias
+                if len(classes) > 14:
+                    head[-1].bias[5 + 14] = 4.0
+                    head[-1].bias[5 + 11] = 3.0
     return save_weights(folder, network, {"note": "random weights made by the tests"})
 
 
