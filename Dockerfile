@@ -28,10 +28,10 @@ ENV DETECTOR_WEIGHTS=/srv/weights \
 EXPOSE 8000
 HEALTHCHECK --interval=5s --timeout=3s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8000/readyz', timeout=2).status == 200 else 1)"]
-# Exec form: uvicorn is PID 1 and receives SIGTERM itself; the app drains, then exits 0.
-# --http: uvicorn's httptools protocol with header timeouts and size limits (app/protocol.py).
-CMD ["uvicorn", "app.main:app", "--http", "app.protocol:GuardedHttpTools", "--host", "0.0.0.0", "--port", "8000", \
-     "--timeout-graceful-shutdown", "30"]
+# Exec form: the launcher (python -m app, app/serving/launcher.py) is PID 1 and receives SIGTERM
+# itself; the app drains, then exits 0. It runs uvicorn with the guarded httptools protocol
+# (app/protocol.py) and a 30 s graceful shutdown; DETECTOR_FRONTS > 0 adds HTTP fronts and one engine.
+CMD ["python", "-m", "app", "--host", "0.0.0.0", "--port", "8000"]
 
 FROM serving AS cpu
 COPY model ./model

@@ -28,7 +28,7 @@ $(SERVE_STAMP): pyproject.toml
 setup: $(STAMP)
 
 serve: $(if $(wildcard $(STAMP)),$(STAMP),$(SERVE_STAMP))
-	$(PY) -m uvicorn app.main:app --http app.protocol:GuardedHttpTools --host $(HOST) --port $(PORT)
+	$(PY) -m app --host $(HOST) --port $(PORT)
 
 test: $(STAMP)
 	$(PY) -m pytest -q

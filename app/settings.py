@@ -88,6 +88,12 @@ class Settings(BaseSettings):
     drain_timeout_seconds: Annotated[float, Field(ge=0.0)] = 25.0
     drain_delay_seconds: Annotated[float, Field(ge=0.0)] = 0.5
     log_level: str = "info"
+    # HTTP front processes beside one inference engine process (python -m app); 0: one process
+    # that does everything; -1 (auto): 0 without an NVIDIA device (on the 2-core CPU more
+    # processes cost more than they gave, README "Sizing the fronts"), half the cores beside one.
+    fronts: Annotated[int, Field(ge=-1, le=256)] = -1
+    # Set by the launcher for its fronts: the engine's socket. Empty: the predictor runs in-process.
+    engine_socket: str = ""
     # Origins allowed to call the API from a browser page served elsewhere (CORS); none by
     # default. A comma-separated list or a JSON array; "*" allows any.
     cors_origins: Annotated[list[str], NoDecode] = []

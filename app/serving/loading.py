@@ -18,9 +18,9 @@ from app.serving.service import DetectorService
 from app.serving.state import Lifecycle
 from app.settings import Settings
 from model.backends import CPU_RUNTIMES
-from model.card import WeightsError
+from model.card import Described, WeightsError, read_card
 from model.config import DetectParams
-from model.runtime import open_predictor, resolve_runtime
+from model.runtime import ServingPredictor, open_predictor, resolve_runtime
 
 # What the CPU's fit (Pillow's, both runtimes) copies of a full image, 4 bytes a pixel, beyond what
 # the decode costs of app.imaging.decoding count.
@@ -38,7 +38,12 @@ async def load_service(app: FastAPI) -> None:
             "(decoded bytes, default 1 GiB; about 13 bytes per pixel of the old budget)"
         )
     try:
-        runtime = resolve_runtime(settings.runtime)
+        runtime = "numpy" if settings.engine_socket else resolve_runtime(settings.runtime)
+        if settings.device_decode and settings.engine_socket:
+            raise ValueError(
+                "DETECTOR_DEVICE_DECODE is not built for the fronts (they would hand the engine the "
+                "JPEG bytes); serve it with DETECTOR_FRONTS=0"
+            )
         if settings.device_decode and runtime == "numpy":
             raise ValueError(
                 "DETECTOR_DEVICE_DECODE decodes JPEGs with torchvision on the inference device, which "
@@ -51,17 +56,22 @@ async def load_service(app: FastAPI) -> None:
         defaults = DetectParams(
             settings.score_threshold, settings.iou_threshold, settings.max_detections, flip=settings.flip
         )
-        predictor, weights = await asyncio.to_thread(
-            open_predictor,
-            settings.weights,
-            settings.device,
-            settings.backend,
-            defaults,
-            runtime,
-            settings.torch_threads,
-            settings.calibrated_scores,
-            settings.input_size or None,
-        )
+        predictor: ServingPredictor
+        weights: Described
+        if settings.engine_socket:  # a front of the launcher: the engine process runs the network
+            predictor, weights = await asyncio.to_thread(_remote, settings, readiness)
+        else:
+            predictor, weights = await asyncio.to_thread(
+                open_predictor,
+                settings.weights,
+                settings.device,
+                settings.backend,
+                defaults,
+                runtime,
+                settings.torch_threads,
+                settings.calibrated_scores,
+                settings.input_size or None,
+            )
         if runtime == "torch" and predictor.backend in CPU_RUNTIMES:
             import torch
 
@@ -111,7 +121,17 @@ async def load_service(app: FastAPI) -> None:
             predictor.runtime,
             settings.weights,
         )
-    except (WeightsError, ValueError, OSError, RuntimeError) as exc:
+    except (WeightsError, ValueError, OSError, RuntimeError, EOFError) as exc:
         log.error("model failed to load: %s", exc)
         # /readyz is public: name the file relative to the setting, not the host's path.
         readiness.fail(str(exc).replace(str(settings.weights), "$DETECTOR_WEIGHTS"))
+
+
+def _remote(settings: Settings, readiness: Lifecycle) -> tuple[ServingPredictor, Described]:
+    """The engine's predictor seen from this front, and the weights' card (read here: torch-free)."""
+    from app.serving.engine import KEY_VARIABLE
+    from app.serving.remote import RemotePredictor
+
+    key = bytes.fromhex(os.environ[KEY_VARIABLE])
+    predictor = RemotePredictor(settings.engine_socket, key, settings.max_batch_size, readiness.fail)
+    return predictor, read_card(settings.weights, expected_classes=None)

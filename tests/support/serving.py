@@ -49,12 +49,26 @@ class SlowUpload(threading.Thread):
         )
 
 
+# Set to a number, every Server of the suite runs as ``python -m app --fronts N`` (the launcher:
+# N HTTP fronts and one engine) instead of one uvicorn process: TEST_SERVER_FRONTS=2 make test.
+FRONTS_VARIABLE = "TEST_SERVER_FRONTS"
+
+
 class Server:
-    """``with Server(weights) as server:`` starts uvicorn, waits for /readyz, and kills it after."""
+    """``with Server(weights) as server:`` starts uvicorn (or, with ``fronts``, the launcher), waits
+    for /readyz, and kills it after."""
 
     def __init__(
-        self, weights: Path, device: str = "cpu", uvicorn_args: tuple[str, ...] = (), **env: str
+        self,
+        weights: Path,
+        device: str = "cpu",
+        uvicorn_args: tuple[str, ...] = (),
+        fronts: int | None = None,
+        **env: str,
     ) -> None:
+        if fronts is None and not uvicorn_args and os.environ.get(FRONTS_VARIABLE):
+            fronts = int(os.environ[FRONTS_VARIABLE])
+        self.fronts = fronts
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         # A file, not a pipe: an unread pipe fills up and blocks the server's logging.
@@ -71,6 +85,9 @@ class Server:
             "--port",
             str(self.port),
         ]
+        if fronts is not None:
+            command = [sys.executable, "-m", "app", "--host", "127.0.0.1", "--port", str(self.port)]
+            command += ["--fronts", str(fronts)]
         self.process = subprocess.Popen(
             [*command, *uvicorn_args],
             cwd=ROOT,
@@ -113,16 +130,22 @@ class Server:
         return len(list(Path(f"/proc/{self.process.pid}/fd").iterdir()))
 
     def wait_ready(self, timeout: float = 60.0) -> None:
+        """Until /readyz says ready; with fronts, ready several times in a row (each answer comes
+        from whichever front takes the connection)."""
         deadline = time.monotonic() + timeout
+        needed = 1 if not self.fronts else 4 * self.fronts
+        streak = 0
         while time.monotonic() < deadline:
             assert self.process.poll() is None, self.output()
             try:
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
-                    return
+                ready = httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200
             except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        raise TimeoutError("uvicorn did not become ready")
+                ready = False
+            streak = streak + 1 if ready else 0
+            if streak >= needed:
+                return
+            time.sleep(0.02 if ready else 0.1)
+        raise TimeoutError("the server did not become ready")
 
     def output(self) -> str:
         self.log.seek(0)
@@ -130,6 +153,13 @@ class Server:
 
     def stop(self) -> str:
         if self.process.poll() is None:
-            self.process.kill()
+            if self.fronts:  # the launcher's fronts and engine go with a SIGTERM, not with a SIGKILL
+                self.process.terminate()
+                try:
+                    self.process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    self.process.kill()
+            else:
+                self.process.kill()
         self.process.wait(timeout=30)
         return self.output()

@@ -1,0 +1,142 @@
+"""``python -m app``: the one launcher (the Makefile, the Dockerfile, compose and Kubernetes run it).
+
+With ``DETECTOR_FRONTS=0`` it is ``uvicorn app.main:app`` with the guarded protocol and the
+graceful-shutdown timeout: one process decodes, fits and runs the network. With ``N > 0`` it
+starts the inference engine (:mod:`app.serving.engine`, the network's one process), waits until
+the engine is warm, then serves through N HTTP front processes (uvicorn's workers, one port):
+each front reads, bounds, decodes and fits its uploads and hands the fitted pixels to the engine
+through shared memory (:mod:`app.serving.remote`); fronts import neither torch nor the network.
+
+``auto`` (-1, the default) is 0 on a machine without an NVIDIA device, where more processes
+measured slower (README, "Sizing the fronts"), and half the cores (1-8) beside a GPU.
+
+Lifecycle: SIGTERM (or Ctrl-C) goes to the fronts, which drain (every accepted request gets its
+answer, the engine still running); then the engine is stopped and the launcher exits 0. If the
+engine dies, every front's ``/readyz`` turns failed at its next batch, its requests get 503, and
+the launcher stops the fronts and exits 1, so the orchestrator restarts the whole service.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import uvicorn
+
+from app.logs import configure_logging
+from app.serving.engine import KEY_VARIABLE
+from app.settings import Settings
+
+log = logging.getLogger("app.serving.launcher")
+
+PROTOCOL = "app.protocol:GuardedHttpTools"
+GRACEFUL_SHUTDOWN_SECONDS = 30
+ENGINE_START_SECONDS = 600.0
+
+
+def auto_fronts(settings: Settings) -> int:
+    """Fronts for ``DETECTOR_FRONTS=-1``: none on a CPU-only machine, half the cores beside a GPU."""
+    if settings.fronts >= 0:
+        return settings.fronts
+    gpu = settings.device != "cpu" and Path("/dev/nvidiactl").exists()
+    return max(1, min(8, len(os.sched_getaffinity(0)) // 2)) if gpu else 0
+
+
+def start_engine(socket_path: Path, key: str) -> subprocess.Popen[bytes]:
+    """The engine process; it listens on ``socket_path`` once warm, and exits when our pipe closes."""
+    env = {**os.environ, KEY_VARIABLE: key}
+    return subprocess.Popen(
+        [sys.executable, "-m", "app.serving.engine", "--socket", str(socket_path)],
+        stdin=subprocess.PIPE,
+        env=env,
+        start_new_session=True,  # its own process group: no terminal signals; stopped as a group
+    )
+
+
+def wait_for_engine(engine: subprocess.Popen[bytes], socket_path: Path, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if socket_path.exists():
+            return True
+        if engine.poll() is not None:
+            return False
+        time.sleep(0.05)
+    return False
+
+
+def stop_engine(engine: subprocess.Popen[bytes]) -> None:
+    if engine.stdin is not None:
+        engine.stdin.close()  # the engine exits when its input closes
+    try:
+        engine.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        engine.kill()
+        engine.wait()
+    # Whatever the engine's libraries forked (OpenVINO's telemetry sends from a forked child, which
+    # can hang in a threaded process) goes with it.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(engine.pid, signal.SIGKILL)
+
+
+def watch_engine(engine: subprocess.Popen[bytes], stopping: threading.Event, died: threading.Event) -> None:
+    """When the engine exits on its own, stop the fronts (SIGTERM to ourselves: uvicorn's
+    supervisor stops its workers) so the launcher can exit non-zero."""
+    while not stopping.is_set():
+        if engine.poll() is not None:
+            log.error("the inference engine exited (code %s); stopping the fronts", engine.returncode)
+            died.set()
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        time.sleep(0.2)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="serve the detector (python -m app)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument(
+        "--fronts", type=int, default=None, help="HTTP front processes (default: DETECTOR_FRONTS)"
+    )
+    args = parser.parse_args(argv)
+    settings = Settings()
+    configure_logging(settings.log_level)
+    fronts = auto_fronts(settings) if args.fronts is None else args.fronts
+    served = {"host": args.host, "port": args.port, "http": PROTOCOL}
+    if fronts <= 0:
+        uvicorn.run("app.main:app", timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS, **served)
+        return 0
+    with tempfile.TemporaryDirectory(prefix="detector-engine-") as folder:
+        socket_path = Path(folder) / "engine.sock"
+        key = secrets.token_hex(16)
+        engine = start_engine(socket_path, key)
+        if not wait_for_engine(engine, socket_path, ENGINE_START_SECONDS):
+            log.error("the inference engine did not start (exit code %s)", engine.poll())
+            stop_engine(engine)
+            return 1
+        os.environ.update({KEY_VARIABLE: key, "DETECTOR_ENGINE_SOCKET": str(socket_path)})
+        stopping, died = threading.Event(), threading.Event()
+        watcher = threading.Thread(target=watch_engine, args=(engine, stopping, died), daemon=True)
+        watcher.start()
+        log.info("serving with %d fronts and one engine (pid %d)", fronts, engine.pid)
+        try:
+            uvicorn.run(
+                "app.main:app", workers=fronts, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS, **served
+            )
+        finally:
+            stopping.set()
+            stop_engine(engine)
+        return 1 if died.is_set() else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
