@@ -3,22 +3,82 @@
 Besides the service's own series: the process's (``process_*``: CPU seconds, resident and virtual
 memory, open file descriptors, start time; prometheus-client's process collector, Linux only) and
 ``detector_model_info``, a constant 1 whose labels name the model being served.
+
+Under the launcher's fronts (``python -m app`` with ``DETECTOR_FRONTS`` > 0) every process writes
+its series to ``PROMETHEUS_MULTIPROC_DIR`` (prometheus-client's multiprocess mode, set up by the
+launcher) and ``/metrics``, whichever front answers it, reads them all: counters and histograms
+summed over the fronts, the queue depth summed over the live ones, the engine's batches
+(``detector_engine_*``), and the process series per process as ``detector_process_*{pid=...}``
+(each process refreshes its own every few seconds).
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+import os
+import threading
+import time
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+    multiprocess,
+)
+
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
+PROCESS_REFRESH_SECONDS = 5.0
+
+
+def multiprocess_mode() -> bool:
+    return bool(os.environ.get(MULTIPROCESS_DIR))
+
+
+class ProcessSeries:
+    """This process's ``process_*`` figures as ``detector_process_*`` gauges with a ``pid`` label
+    (multiprocess mode ``all``), refreshed by a daemon thread: what ``ProcessCollector`` gives one
+    process, for each of the fronts and the engine."""
+
+    def __init__(self, role: str) -> None:
+        self._source = ProcessCollector(registry=None)
+        self._gauges: dict[str, Gauge] = {}
+        self._role = role
+
+    def refresh(self) -> None:
+        for family in self._source.collect():
+            for sample in family.samples:
+                name = "detector_" + sample.name
+                if name not in self._gauges:
+                    self._gauges[name] = Gauge(
+                        name, f"{family.documentation} (per process)", ["role"], multiprocess_mode="all"
+                    )
+                self._gauges[name].labels(role=self._role).set(sample.value)
+
+    def start(self) -> None:
+        def loop() -> None:
+            while True:
+                self.refresh()
+                time.sleep(PROCESS_REFRESH_SECONDS)
+
+        threading.Thread(target=loop, name="process-series", daemon=True).start()
 
 
 class Metrics:
     def __init__(self) -> None:
+        self.multiprocess = multiprocess_mode()
         self.registry = CollectorRegistry()
-        ProcessCollector(registry=self.registry)
+        if self.multiprocess:
+            ProcessSeries("front").start()
+        else:
+            ProcessCollector(registry=self.registry)
         self.model_info = Gauge(
             "detector_model_info",
             "the model being served (always 1; its labels say which)",
             ["name", "version", "backend", "precision", "input_size", "classes"],
             registry=self.registry,
+            multiprocess_mode="max",
         )
         self.requests = Counter(
             "detector_requests",
@@ -56,7 +116,10 @@ class Metrics:
             registry=self.registry,
         )
         self.queue_depth = Gauge(
-            "detector_queue_depth", "images waiting for a forward pass", registry=self.registry
+            "detector_queue_depth",
+            "images waiting for a forward pass",
+            registry=self.registry,
+            multiprocess_mode="livesum",
         )
         self.inference_seconds = Histogram(
             "detector_inference_seconds",
@@ -72,3 +135,11 @@ class Metrics:
             "requests refused with 503 because the queue was full",
             registry=self.registry,
         )
+
+    def exposition(self) -> bytes:
+        """The text ``/metrics`` answers: this app's registry, or every process's series."""
+        if not self.multiprocess:
+            return generate_latest(self.registry)
+        merged = CollectorRegistry()
+        multiprocess.MultiProcessCollector(merged)
+        return generate_latest(merged)

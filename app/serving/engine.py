@@ -31,8 +31,10 @@ from multiprocessing.shared_memory import SharedMemory
 from typing import Any
 
 import numpy as np
+from prometheus_client import Histogram
 
 from app.logs import configure_logging
+from app.metrics import ProcessSeries, multiprocess_mode
 from app.settings import Settings
 from model.calibration import Calibration
 from model.config import DetectParams
@@ -77,6 +79,19 @@ class Engine:
     def __init__(self, predictor: ServingPredictor, max_batch_size: int) -> None:
         self.predictor = predictor
         self.max_batch_size = max_batch_size
+        # Written to the launcher's multiprocess directory, read by whichever front is scraped.
+        self.batch_size = Histogram(
+            "detector_engine_batch_size",
+            "images per forward pass of the engine (the fronts' batches merged)",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+            registry=None,
+        )
+        self.batch_seconds = Histogram(
+            "detector_engine_batch_seconds",
+            "seconds per engine batch: preprocess, forward, post-process",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=None,
+        )
         self.jobs: queue.Queue[Job] = queue.Queue()
         self.torch_input = predictor.runtime == "torch"
         self.batches = 0
@@ -128,6 +143,7 @@ class Engine:
         for job in jobs:
             images += self._pixels(job)
             params += job.params
+        start = time.perf_counter()
         try:
             found = self.predictor(images, params) if images else []
             answers: list[Any] = []
@@ -139,6 +155,8 @@ class Engine:
         except Exception as exc:  # one bad batch fails its jobs, not the engine
             log.error("batch of %d images failed: %s: %s", len(images), type(exc).__name__, exc)
             answers = [("error", f"{type(exc).__name__} during inference")] * len(jobs)
+        self.batch_seconds.observe(time.perf_counter() - start)
+        self.batch_size.observe(len(images))
         del images  # views of the fronts' memory: gone before a front may write it again
         self.batches += 1
         for job, answer in zip(jobs, answers, strict=True):
@@ -231,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     for size in sorted({min(2**k, settings.max_batch_size) for k in range(8)}):
         for _ in range(2):
             predictor([blank] * size, defaults)
+    if multiprocess_mode():
+        ProcessSeries("engine").start()
     engine = Engine(predictor, settings.max_batch_size)
     listener = Listener(args.socket, family="AF_UNIX", authkey=key)
     log.info(

@@ -34,6 +34,7 @@ from pathlib import Path
 import uvicorn
 
 from app.logs import configure_logging
+from app.metrics import MULTIPROCESS_DIR
 from app.serving.engine import KEY_VARIABLE
 from app.settings import Settings
 
@@ -117,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     with tempfile.TemporaryDirectory(prefix="detector-engine-") as folder:
         socket_path = Path(folder) / "engine.sock"
+        metrics_dir = Path(folder) / "metrics"  # every process's series (app/metrics.py)
+        metrics_dir.mkdir()
+        os.environ[MULTIPROCESS_DIR] = str(metrics_dir)
         key = secrets.token_hex(16)
         engine = start_engine(socket_path, key)
         if not wait_for_engine(engine, socket_path, ENGINE_START_SECONDS):

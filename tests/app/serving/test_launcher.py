@@ -78,6 +78,25 @@ def test_answers_through_the_fronts_equal_one_process_and_requests_sent_alone(we
         for pid in fronts:  # the fronts hold no torch; the engine does (the torch runtime here)
             assert "libtorch" not in Path(f"/proc/{pid}/maps").read_text()
         assert "libtorch" in Path(f"/proc/{engine}/maps").read_text()
+        # /metrics, whichever front answers it, has every process's series.
+        sent = sum(len(images) for images, _ in REQUESTS) + sum(
+            len(REQUESTS[k % len(REQUESTS)][0]) for k in range(32)
+        )
+        for _ in range(3):
+            text = httpx.get(f"{server.url}/metrics", timeout=10).text
+            assert f"detector_images_total {float(sent)}" in text
+            engine_images = sum(
+                float(line.split()[-1])
+                for line in text.splitlines()
+                if line.startswith("detector_engine_batch_size_sum")
+            )
+            assert engine_images >= sent  # the fronts' warm-up checks go through it too
+            pids = {
+                line.split('pid="')[1].split('"')[0]
+                for line in text.splitlines()
+                if line.startswith("detector_process_resident_memory_bytes{")
+            }
+            assert {str(engine), *map(str, fronts)} <= pids
 
 
 def test_sigterm_drains_a_request_in_flight_through_the_engine(weights: Path):
