@@ -24,6 +24,7 @@ SCALES=${SCALES:-}  # MIN,MAX: multi-scale training (model.train --multi-scale)
 STRIDE8=${STRIDE8:-0}  # 1: train with the stride-8 level (model.train --stride8-level)
 COMPILE=${COMPILE:-off}  # model.train --compile: off, default, reduce-overhead (eager if it fails)
 BENCH_COMPILE=${BENCH_COMPILE:-off}  # the training-step benchmark under these --compile modes
+FRONTS=${FRONTS:-}  # also benchmark the service as python -m app --fronts N (engine + N fronts)
 JPEGS=${JPEGS:-}  # a folder of JPEGs for the service benchmark (default: 200 from the pack)
 SERVE_TIMEOUT=${SERVE_TIMEOUT:-90}
 WORK=${WORK:-$(mktemp -d)}
@@ -91,10 +92,20 @@ for decode in false true; do
     --jpegs "$JPEGS" --concurrency 16 64 256 --requests 1500 --soak 0 --env DETECTOR_DEVICE_DECODE=$decode 2>&1 \
     | tee "$OUT/bench_service_decode_$decode.txt"
 done
+if [ -n "$FRONTS" ]; then
+  step "service benchmark, $FRONTS fronts and one engine"
+  timeout -s INT "$SERVE_TIMEOUT" $PY tests/benchmarks/bench_service.py --weights "$SERVED" --device "$DEVICE" \
+    --jpegs "$JPEGS" --concurrency 16 64 256 --requests 1500 --soak 0 --fronts "$FRONTS" 2>&1 \
+    | tee "$OUT/bench_service_fronts.txt"
+fi
 step "summary"
 cat "$OUT/bench_train.txt" 2>/dev/null
 for decode in false true; do
   echo "service, DETECTOR_DEVICE_DECODE=$decode:"
   grep -E "^\| [0-9]+ \||^bare network" "$OUT/bench_service_decode_$decode.txt" 2>/dev/null
 done
+if [ -n "$FRONTS" ]; then
+  echo "service, $FRONTS fronts:"
+  grep -E "^\| [0-9]+ \||^bare network|^service RSS" "$OUT/bench_service_fronts.txt" 2>/dev/null
+fi
 step "done"

@@ -35,11 +35,12 @@ from prometheus_client import Histogram
 
 from app.logs import configure_logging
 from app.metrics import ProcessSeries, multiprocess_mode
+from app.serving.loading import open_served_predictor
 from app.settings import Settings
 from model.calibration import Calibration
 from model.config import DetectParams
 from model.geometry import Fitted
-from model.runtime import ServingPredictor, open_predictor, resolve_runtime
+from model.runtime import ServingPredictor
 
 log = logging.getLogger("app.serving.engine")
 
@@ -226,25 +227,9 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings.log_level)
     threading.Thread(target=_exit_when_orphaned, name="engine-orphan", daemon=True).start()
     key = bytes.fromhex(os.environ[KEY_VARIABLE])
-    runtime = resolve_runtime(settings.runtime)
-    if runtime == "torch" and settings.torch_threads:
-        import torch
-
-        torch.set_num_threads(settings.torch_threads)
-    defaults = DetectParams(
-        settings.score_threshold, settings.iou_threshold, settings.max_detections, flip=settings.flip
-    )
     start = time.perf_counter()
-    predictor, weights = open_predictor(
-        settings.weights,
-        settings.device,
-        settings.backend,
-        defaults,
-        runtime,
-        settings.torch_threads,
-        settings.calibrated_scores,
-        settings.input_size or None,
-    )
+    predictor, weights = open_served_predictor(settings)
+    defaults = predictor.defaults
     blank = predictor.fit(np.zeros((64, 96, 3), dtype=np.uint8))
     for size in sorted({min(2**k, settings.max_batch_size) for k in range(8)}):
         for _ in range(2):

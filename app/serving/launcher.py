@@ -30,6 +30,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
@@ -108,11 +109,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--fronts", type=int, default=None, help="HTTP front processes (default: DETECTOR_FRONTS)"
     )
+    parser.add_argument(
+        "--no-access-log", action="store_true", help="uvicorn's access log off (the app logs its own)"
+    )
     args = parser.parse_args(argv)
     settings = Settings()
     configure_logging(settings.log_level)
     fronts = auto_fronts(settings) if args.fronts is None else args.fronts
-    served = {"host": args.host, "port": args.port, "http": PROTOCOL}
+    served: dict[str, Any] = {
+        "host": args.host,
+        "port": args.port,
+        "http": PROTOCOL,
+        "access_log": not args.no_access_log,
+    }
     if fronts <= 0:
         uvicorn.run("app.main:app", timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS, **served)
         return 0

@@ -49,36 +49,12 @@ async def load_service(app: FastAPI) -> None:
                 "DETECTOR_DEVICE_DECODE decodes JPEGs with torchvision on the inference device, which "
                 "the numpy runtime has not; unset it (or use the GPU image)"
             )
-        if runtime == "torch" and settings.torch_threads:
-            import torch
-
-            torch.set_num_threads(settings.torch_threads)
-        defaults = DetectParams(
-            settings.score_threshold, settings.iou_threshold, settings.max_detections, flip=settings.flip
-        )
         predictor: ServingPredictor
         weights: Described
         if settings.engine_socket:  # a front of the launcher: the engine process runs the network
             predictor, weights = await asyncio.to_thread(_remote, settings, readiness)
         else:
-            predictor, weights = await asyncio.to_thread(
-                open_predictor,
-                settings.weights,
-                settings.device,
-                settings.backend,
-                defaults,
-                runtime,
-                settings.torch_threads,
-                settings.calibrated_scores,
-                settings.input_size or None,
-            )
-        if runtime == "torch" and predictor.backend in CPU_RUNTIMES:
-            import torch
-
-            # ONNX Runtime / OpenVINO took the threads for the network; torch is left the per-image
-            # letterbox and post-processing, which cost half the CPU time on one thread as on two
-            # (measured).
-            torch.set_num_threads(1)
+            predictor, weights = await asyncio.to_thread(open_served_predictor, settings)
         batcher = DynamicBatcher(
             predictor,
             app.state.metrics,
@@ -125,6 +101,37 @@ async def load_service(app: FastAPI) -> None:
         log.error("model failed to load: %s", exc)
         # /readyz is public: name the file relative to the setting, not the host's path.
         readiness.fail(str(exc).replace(str(settings.weights), "$DETECTOR_WEIGHTS"))
+
+
+def open_served_predictor(settings: Settings) -> tuple[ServingPredictor, Described]:
+    """The predictor the settings describe (runtime, device, backend, thresholds, calibration,
+    input size, threads): what one process serves, and what the engine process runs."""
+    runtime = resolve_runtime(settings.runtime)
+    if runtime == "torch" and settings.torch_threads:
+        import torch
+
+        torch.set_num_threads(settings.torch_threads)
+    defaults = DetectParams(
+        settings.score_threshold, settings.iou_threshold, settings.max_detections, flip=settings.flip
+    )
+    predictor, weights = open_predictor(
+        settings.weights,
+        settings.device,
+        settings.backend,
+        defaults,
+        runtime,
+        settings.torch_threads,
+        settings.calibrated_scores,
+        settings.input_size or None,
+    )
+    if runtime == "torch" and predictor.backend in CPU_RUNTIMES:
+        import torch
+
+        # ONNX Runtime / OpenVINO took the threads for the network; torch is left the per-image
+        # letterbox and post-processing, which cost half the CPU time on one thread as on two
+        # (measured).
+        torch.set_num_threads(1)
+    return predictor, weights
 
 
 def _remote(settings: Settings, readiness: Lifecycle) -> tuple[ServingPredictor, Described]:

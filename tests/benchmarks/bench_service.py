@@ -218,6 +218,9 @@ def main() -> int:
     parser.add_argument(
         "--env", nargs="*", default=[], help="extra DETECTOR_*=value settings for the service"
     )
+    parser.add_argument(
+        "--fronts", type=int, default=None, help="serve with python -m app --fronts N (the engine design)"
+    )
     args = parser.parse_args()
 
     device = resolve_device(args.device)
@@ -236,15 +239,19 @@ def main() -> int:
     print(f"(a) bare network before the service: {bare[0]}", flush=True)
 
     extra = dict(item.split("=", 1) for item in args.env)
-    quiet = ("--log-level", "warning", "--no-access-log")
-    service = Server(args.weights, str(device), quiet, DETECTOR_LOG_LEVEL="warning", **extra)
+    quiet: tuple[str, ...] = ("--log-level", "warning", "--no-access-log")
+    if args.fronts is not None:  # the launcher takes the log level from DETECTOR_LOG_LEVEL
+        quiet = ("--no-access-log",)
+    service = Server(
+        args.weights, str(device), quiet, fronts=args.fronts, DETECTOR_LOG_LEVEL="warning", **extra
+    )
     try:
         service.wait_ready(timeout=180)
         # Warm-up at the highest concurrency, so that the peak working set (full batches, a full
         # queue) is reached before the first RSS reading and growth after it means a leak.
         top = max(args.concurrency)
         asyncio.run(load(service.url, images, top, max(300, 4 * top), args.client))
-        rss_warm = service.rss_kib() / 1024
+        rss_warm = service.tree_rss_kib() / 1024  # with fronts: all the launcher's processes
         rows = []
         for concurrency in args.concurrency:
             requests = args.requests or max(300, 8 * concurrency)
@@ -254,7 +261,7 @@ def main() -> int:
         rss_soak = float("nan")
         if args.soak:
             soak = asyncio.run(load(service.url, images, 8, args.soak, args.client))
-            rss_soak = service.rss_kib() / 1024
+            rss_soak = service.tree_rss_kib() / 1024
             print(f"(d) soak: {soak['requests']} requests, {soak['failures']} failures", flush=True)
     finally:
         service.stop()

@@ -52,6 +52,7 @@ class SlowUpload(threading.Thread):
 # Set to a number, every Server of the suite runs as ``python -m app --fronts N`` (the launcher:
 # N HTTP fronts and one engine) instead of one uvicorn process: TEST_SERVER_FRONTS=2 make test.
 FRONTS_VARIABLE = "TEST_SERVER_FRONTS"
+LAUNCHER_FLAGS = {"--no-access-log"}  # what the launcher takes of uvicorn's flags
 
 
 class Server:
@@ -66,7 +67,13 @@ class Server:
         fronts: int | None = None,
         **env: str,
     ) -> None:
-        if fronts is None and not uvicorn_args and os.environ.get(FRONTS_VARIABLE):
+        device_decode = env.get("DETECTOR_DEVICE_DECODE", "").lower() in ("1", "true")  # not with fronts
+        if (
+            fronts is None
+            and os.environ.get(FRONTS_VARIABLE)
+            and not set(uvicorn_args) - LAUNCHER_FLAGS
+            and not device_decode
+        ):
             fronts = int(os.environ[FRONTS_VARIABLE])
         self.fronts = fronts
         self.port = free_port()
@@ -115,6 +122,20 @@ class Server:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
         raise RuntimeError("no VmRSS")
+
+    def tree_rss_kib(self) -> int:
+        """RSS of the server and every process under it (the launcher's fronts and engine)."""
+        found = subprocess.run(["ps", "-e", "-o", "pid=,ppid=,rss="], capture_output=True, text=True)
+        rows = [tuple(int(v) for v in line.split()) for line in found.stdout.splitlines() if line.strip()]
+        family = {self.process.pid}
+        changed = True
+        while changed:
+            changed = False
+            for pid, ppid, _ in rows:
+                if ppid in family and pid not in family:
+                    family.add(pid)
+                    changed = True
+        return sum(rss for pid, _, rss in rows if pid in family)
 
     def peak_rss_kib(self) -> int:
         """The process's peak RSS since it started, or since :meth:`reset_peak_rss`."""
