@@ -97,4 +97,74 @@ def postprocess(
         scores[flipped] = (scores[flipped] + back_scores) / 2
     if calibration is not None:
         scores = calibration.apply_tensor(scores)
+    if scores.device.type == "cuda":  # one wait for the device per batch, not several per image
+        return postprocess_batch(boxes[: len(params)], scores[: len(params)], placements, params)
+    # On a CPU nothing waits, and image by image measured faster (a 16-image batch of 2,000
+    # candidates each: 25 against 39 ms; torchvision's NMS loops over the classes past 4,000 boxes).
     return [postprocess_image(boxes[b], scores[b], placements[b], params[b]) for b in range(len(params))]
+
+
+def _rank_within(groups: Tensor) -> Tensor:
+    """For candidates already ordered within each group, their place in it (0, 1, ...); the
+    candidates of one group need not be next to each other."""
+    order = torch.sort(groups, stable=True).indices
+    sorted_groups = groups[order]
+    counts = torch.bincount(sorted_groups)
+    starts = torch.cumsum(counts, 0) - counts
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(len(order), device=groups.device) - starts[sorted_groups]
+    return rank
+
+
+def postprocess_batch(
+    boxes_xyxy: Tensor, scores: Tensor, placements: Sequence[Letterbox], params: Sequence[DetectParams]
+) -> list[Detections]:
+    """:func:`postprocess_image` for a whole batch at once, with the same answers: one threshold
+    pass, one top-k per image by a grouped rank, one class-and-image-aware NMS per IoU threshold in
+    the batch (usually one), one copy to the host. On a GPU the per-image version waited for the
+    device several times per image; this waits once per batch."""
+    batch, _, classes = scores.shape
+    device = scores.device
+    threshold = scores.new_tensor([p.score_threshold for p in params]).view(batch, 1, 1)
+    allowed = torch.ones(batch, 1, classes, dtype=torch.bool, device=device)
+    for b, p in enumerate(params):
+        if p.class_ids is not None:
+            allowed[b] = False
+            allowed[b, 0, list(p.class_ids)] = True
+    image, cell, label = torch.nonzero((scores >= threshold) & allowed, as_tuple=True)
+    candidate = scores[image, cell, label]
+    if len(candidate) > PRE_NMS_TOP_K:  # the top PRE_NMS_TOP_K of each image
+        by_score = torch.sort(candidate, descending=True, stable=True).indices
+        image, cell, label, candidate = image[by_score], cell[by_score], label[by_score], candidate[by_score]
+        top = _rank_within(image) < PRE_NMS_TOP_K
+        image, cell, label, candidate = image[top], cell[top], label[top], candidate[top]
+    geometry = scores.new_tensor(
+        [[p.pad_x, p.pad_y, p.scale_x, p.scale_y, p.width, p.height] for p in placements]
+    )[image]
+    pad, scale, limits = geometry[:, [0, 1, 0, 1]], geometry[:, [2, 3, 2, 3]], geometry[:, [4, 5, 4, 5]]
+    boxes = ((boxes_xyxy[image, cell] - pad) / scale).clamp(min=0).minimum(limits)
+    # Boxes entirely in the letterbox border collapse to nothing once clipped.
+    valid = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    boxes, image, label, candidate = boxes[valid], image[valid], label[valid], candidate[valid]
+    kept_parts = []
+    for iou in sorted({p.iou_threshold for p in params}):
+        members = [b for b, p in enumerate(params) if p.iou_threshold == iou]
+        chosen = torch.isin(image, torch.tensor(members, device=device)) if len(members) < batch else None
+        index = chosen.nonzero().flatten() if chosen is not None else torch.arange(len(image), device=device)
+        kept_parts.append(
+            index[batched_nms(boxes[index], candidate[index], image[index] * classes + label[index], iou)]
+        )
+    kept = torch.cat(kept_parts) if kept_parts else torch.zeros(0, dtype=torch.long, device=device)
+    kept = kept[torch.sort(candidate[kept], descending=True, stable=True).indices]  # by score, as NMS gives
+    limit = torch.tensor([p.max_detections for p in params], device=device)
+    kept = kept[_rank_within(image[kept]) < limit[image[kept]]]
+    kept = kept[torch.sort(image[kept], stable=True).indices]  # image by image, each by score
+    found_boxes, found_scores = boxes[kept].float().cpu(), candidate[kept].float().cpu()
+    found_labels, found_images = label[kept].cpu(), image[kept].cpu()
+    counts = torch.bincount(found_images, minlength=batch).tolist()
+    return [
+        Detections(boxes_xyxy=b, scores=s, labels=lab)
+        for b, s, lab in zip(
+            found_boxes.split(counts), found_scores.split(counts), found_labels.split(counts), strict=True
+        )
+    ]

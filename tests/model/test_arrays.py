@@ -233,3 +233,30 @@ def test_both_runtimes_serve_another_input_size_alike(tiny_ir):
     (b,) = theirs([theirs.fit(image)], params)
     assert len(a) == len(b) > 0
     np.testing.assert_allclose(a.scores, b.scores.numpy(), atol=1e-4)
+
+
+def test_the_batch_at_once_answers_as_each_image_alone():
+    from model.postprocess import postprocess_batch, postprocess_image
+
+    generator = torch.Generator().manual_seed(11)
+    boxes = torch.rand(5, 400, 4, generator=generator) * 150
+    boxes[..., 2:] += boxes[..., :2] + 4  # x2 > x1, y2 > y1
+    scores = torch.rand(5, 400, 7, generator=generator) ** 3
+    placements = [
+        letterbox_geometry(h, w, 192)[2] for h, w in ((300, 400), (500, 200), (192, 192), (90, 60), (80, 700))
+    ]
+    params = [
+        DetectParams(0.0, 0.5, 1000),  # every candidate: the top-k cut of this image
+        DetectParams(0.2, 0.3, 7),
+        DetectParams(0.1, 0.45, 100, frozenset({0, 3})),
+        DetectParams(0.05, 0.45, 2),
+        DetectParams(1.0, 0.45, 10),  # nothing
+    ]
+    together = postprocess_batch(boxes, scores, placements, params)
+    for b, found in enumerate(together):
+        alone = postprocess_image(boxes[b], scores[b], placements[b], params[b])
+        assert len(found) == len(alone)
+        torch.testing.assert_close(found.boxes_xyxy, alone.boxes_xyxy, rtol=0, atol=0)
+        torch.testing.assert_close(found.scores, alone.scores, rtol=0, atol=0)
+        assert torch.equal(found.labels, alone.labels)
+    assert len(together[0]) > 0 and len(together[4]) == 0 and len(together[1]) <= 7
