@@ -60,7 +60,8 @@ class RemotePredictor:
         self.config = DetectorConfig.from_dict(info["config"])
         self.defaults: DetectParams = info["defaults"]
         self.backend: str = info["backend"]
-        self.runtime: str = f"engine ({info['runtime']})"
+        self.runtime: str = info["runtime"]  # the engine's: what runs the network
+        self.remote = True  # this process only fits; the engine detects
         self.calibration: Any = info["calibration"]
         self.engine_pid: int = info["pid"]
         self._precision: str = info["precision"]

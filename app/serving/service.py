@@ -56,7 +56,7 @@ class DetectorService:
         image = np.zeros((64, 96, 3), dtype=np.uint8)
         fitted = self.predictor.fit(image)
         sizes = sorted({min(2**k, self.batcher.max_batch_size) for k in range(8)})
-        if self.predictor.runtime.startswith("engine"):  # the engine warmed itself: check the path only
+        if getattr(self.predictor, "remote", False):  # the engine warmed itself: check the path only
             sizes = [1]
         jpeg = None
         if device_decode:
