@@ -10,6 +10,7 @@ import dataclasses
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,7 +23,7 @@ from model.calibration import Calibration
 from model.checkpoint import LoadedWeights, WeightsError, load_weights
 from model.config import DetectorConfig, DetectParams, params_per_image
 from model.hardware import resolve_device
-from model.letterbox import Fitted, Letterbox, fit_on_cpu, fit_stored, letterbox_batch
+from model.letterbox import Fitted, Letterbox, fit_on_cpu, fit_stored, letterbox_batch, letterbox_fitted_batch
 from model.network import GridDetector
 from model.postprocess import Detections, postprocess
 
@@ -57,6 +58,8 @@ class Predictor:
         self.network = network.eval().to(device=self.device, dtype=self.dtype)
         self.network = self.network.to(memory_format=memory_format)  # type: ignore[call-overload]
         self._memory_format = memory_format
+        self._staging: Tensor | None = None  # pinned uint8 canvas for one copy per batch (CUDA)
+        self._copied: Any = None  # CUDA event: the staging buffer's last copy is done
         if backend == "auto":
             backend = auto_cpu_backend(int8_ir is not None) if self.device.type == "cpu" else "eager"
         self.backend: Backend = backend
@@ -118,9 +121,23 @@ class Predictor:
         return fit_stored(pixels, orientation, self.config.input_size, stored_size)
 
     def preprocess(self, images: Sequence[Tensor | Fitted]) -> tuple[Tensor, list[Letterbox]]:
-        """uint8 images -> normalized ``(B, 3, S, S)`` batch on the device, and each placement."""
+        """uint8 images -> normalized ``(B, 3, S, S)`` batch on the device, and each placement. On
+        a GPU, images fitted already (what the service hands over) go in one copy from pinned memory."""
+        size = self.config.input_size
+        if self.device.type == "cuda" and all(isinstance(image, Fitted) for image in images):
+            if self._copied is not None:  # the last batch's copy out of the staging buffer is done
+                self._copied.synchronize()
+            if self._staging is None or self._staging.shape[0] < len(images):
+                self._staging = torch.empty(len(images), 3, size, size, dtype=torch.uint8).pin_memory()
+            fitted = [image for image in images if isinstance(image, Fitted)]
+            batch, placements = letterbox_fitted_batch(
+                fitted, size, self.config.mean, self.config.std, self.device, self.dtype, self._staging
+            )
+            self._copied = torch.cuda.Event()
+            self._copied.record()
+            return batch.contiguous(memory_format=self._memory_format), placements
         batch, placements = letterbox_batch(
-            images, self.config.input_size, self.config.mean, self.config.std, self.device, self.dtype
+            images, size, self.config.mean, self.config.std, self.device, self.dtype
         )
         return batch.contiguous(memory_format=self._memory_format), placements
 

@@ -260,3 +260,21 @@ def test_the_batch_at_once_answers_as_each_image_alone():
         torch.testing.assert_close(found.scores, alone.scores, rtol=0, atol=0)
         assert torch.equal(found.labels, alone.labels)
     assert len(together[0]) > 0 and len(together[4]) == 0 and len(together[1]) <= 7
+
+
+def test_one_copy_letterboxing_of_fitted_images_equals_the_image_by_image_one(tiny_config):
+    from model.letterbox import letterbox_fitted_batch
+
+    sizes = ((90, 60), (40, 70), (300, 300), (500, 120))
+    arrays = [fit_array(photo(w, h, seed=w), 1, 96) for w, h in sizes]
+    tensors = [Fitted(torch.from_numpy(f.pixels.copy()).permute(2, 0, 1), f.width, f.height) for f in arrays]
+    expected, placements = letterbox_batch(
+        tensors, 96, tiny_config.mean, tiny_config.std, torch.device("cpu")
+    )
+    staging = torch.full((6, 3, 96, 96), 77, dtype=torch.uint8)  # reused: stale pixels must not show
+    for images in (tensors, arrays):  # torch or numpy pixels
+        got, got_placements = letterbox_fitted_batch(
+            images, 96, tiny_config.mean, tiny_config.std, torch.device("cpu"), staging=staging
+        )
+        assert got_placements == placements
+        torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
