@@ -36,6 +36,7 @@ from prometheus_client import Histogram
 from app.logs import configure_logging
 from app.metrics import ProcessSeries, multiprocess_mode
 from app.serving.loading import open_served_predictor
+from app.serving.remote import KEY_VARIABLE
 from app.settings import Settings
 from model.calibration import Calibration
 from model.config import DetectParams
@@ -43,8 +44,6 @@ from model.geometry import Fitted
 from model.runtime import ServingPredictor
 
 log = logging.getLogger("app.serving.engine")
-
-KEY_VARIABLE = "DETECTOR_ENGINE_KEY"
 
 
 @dataclass

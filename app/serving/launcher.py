@@ -36,7 +36,7 @@ import uvicorn
 
 from app.logs import configure_logging
 from app.metrics import MULTIPROCESS_DIR
-from app.serving.engine import KEY_VARIABLE
+from app.serving.remote import KEY_VARIABLE
 from app.settings import Settings
 
 log = logging.getLogger("app.serving.launcher")

@@ -136,8 +136,7 @@ def open_served_predictor(settings: Settings) -> tuple[ServingPredictor, Describ
 
 def _remote(settings: Settings, readiness: Lifecycle) -> tuple[ServingPredictor, Described]:
     """The engine's predictor seen from this front, and the weights' card (read here: torch-free)."""
-    from app.serving.engine import KEY_VARIABLE
-    from app.serving.remote import RemotePredictor
+    from app.serving.remote import KEY_VARIABLE, RemotePredictor
 
     key = bytes.fromhex(os.environ[KEY_VARIABLE])
     predictor = RemotePredictor(settings.engine_socket, key, settings.max_batch_size, readiness.fail)

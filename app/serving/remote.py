@@ -26,6 +26,8 @@ from model.arrays.postprocess import ArrayDetections
 from model.config import DetectorConfig, DetectParams, params_per_image
 from model.geometry import Fitted
 
+KEY_VARIABLE = "DETECTOR_ENGINE_KEY"  # the hex key a front proves itself with, set by the launcher
+
 
 class EngineGone(RuntimeError):
     """The inference engine process does not answer any more."""
