@@ -94,6 +94,9 @@ class Settings(BaseSettings):
     fronts: Annotated[int, Field(ge=-1, le=256)] = -1
     # Set by the launcher for its fronts: the engine's socket. Empty: the predictor runs in-process.
     engine_socket: str = ""
+    # An engine that has not answered a batch (or the launcher's ping) for this long is hung:
+    # the fronts fail readiness and the launcher kills it and exits 1.
+    engine_timeout_seconds: Annotated[float, Field(gt=0.0)] = 30.0
     # Origins allowed to call the API from a browser page served elsewhere (CORS); none by
     # default. A comma-separated list or a JSON array; "*" allows any.
     cors_origins: Annotated[list[str], NoDecode] = []

@@ -54,7 +54,7 @@ class Job:
     connection: Connection
     places: list[tuple[int, int, int, int, int]]  # offset, height, width, original width, height
     params: list[DetectParams]
-    memory: SharedMemory
+    memory: SharedMemory | None  # None for a job of no images
 
 
 def describe(predictor: ServingPredictor) -> dict[str, Any]:
@@ -127,7 +127,9 @@ class Engine:
         return taken
 
     def _pixels(self, job: Job) -> list[Fitted]:
-        fitted = []
+        fitted: list[Fitted] = []
+        if job.memory is None:
+            return fitted
         for offset, height, width, original_w, original_h in job.places:
             pixels: Any = np.ndarray((height, width, 3), np.uint8, job.memory.buf, offset)
             if self.torch_input:
@@ -140,9 +142,16 @@ class Engine:
     def _run(self, jobs: list[Job]) -> None:
         images: list[Fitted] = []
         params: list[DetectParams] = []
+        ready = []
         for job in jobs:
-            images += self._pixels(job)
+            try:
+                pixels = self._pixels(job)
+            except (ValueError, TypeError, BufferError):  # its front went away: its block is closed
+                continue
+            images += pixels
             params += job.params
+            ready.append(job)
+        jobs = ready
         start = time.perf_counter()
         try:
             found = self.predictor(images, params) if images else []
@@ -189,7 +198,8 @@ class Engine:
                     # The front made it and unlinks it; this process's tracker must not (Python < 3.13).
                     resource_tracker.unregister(memory._name, "shared_memory")  # type: ignore[attr-defined]
                     connection.send(("ok", None))
-                elif kind == "detect" and memory is not None:
+                elif kind == "detect" and (memory is not None or not message[1]):
+                    # No images (the launcher's ping) needs no block: it checks the batch loop.
                     self.jobs.put(Job(front, connection, message[1], message[2], memory))
                 else:
                     connection.send(("error", f"unexpected message {kind!r}"))
@@ -198,7 +208,8 @@ class Engine:
         finally:
             connection.close()
             if memory is not None:
-                memory.close()
+                with contextlib.suppress(BufferError):  # a batch of its still holds views: freed with it
+                    memory.close()
 
 
 def _plain(found: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -29,6 +29,7 @@ import sys
 import tempfile
 import threading
 import time
+from multiprocessing.connection import Client, Connection
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,7 @@ log = logging.getLogger("app.serving.launcher")
 PROTOCOL = "app.protocol:GuardedHttpTools"
 GRACEFUL_SHUTDOWN_SECONDS = 30
 ENGINE_START_SECONDS = 600.0
+PING_SECONDS = 2.0  # how often the launcher checks that the engine's batch loop answers
 
 
 def auto_fronts(settings: Settings) -> int:
@@ -90,15 +92,39 @@ def stop_engine(engine: subprocess.Popen[bytes]) -> None:
         os.killpg(engine.pid, signal.SIGKILL)
 
 
-def watch_engine(engine: subprocess.Popen[bytes], stopping: threading.Event, died: threading.Event) -> None:
+def watch_engine(
+    engine: subprocess.Popen[bytes],
+    socket_path: Path,
+    key: str,
+    timeout: float,
+    stopping: threading.Event,
+    died: threading.Event,
+) -> None:
     """When the engine exits on its own, stop the fronts (SIGTERM to ourselves: uvicorn's
-    supervisor stops its workers) so the launcher can exit non-zero."""
+    supervisor stops its workers) so the launcher can exit non-zero. Every few seconds a job of no
+    images goes through the engine's batch loop; an engine that does not answer it within the
+    fronts' answer timeout is hung, and is killed, with the same end."""
+    # Connected now, while the engine is known to answer: the handshake itself has no timeout.
+    ping: Connection | None = Client(str(socket_path), family="AF_UNIX", authkey=bytes.fromhex(key))
+    last_ping = time.monotonic()
     while not stopping.is_set():
         if engine.poll() is not None:
             log.error("the inference engine exited (code %s); stopping the fronts", engine.returncode)
             died.set()
             os.kill(os.getpid(), signal.SIGTERM)
             return
+        if ping is not None and time.monotonic() - last_ping > PING_SECONDS:
+            last_ping = time.monotonic()
+            try:
+                ping.send(("detect", [], []))
+                if not ping.poll(timeout):
+                    raise TimeoutError(f"no answer in {timeout:g} s")
+                ping.recv()
+            except (OSError, EOFError) as exc:  # TimeoutError is an OSError
+                if engine.poll() is None and not stopping.is_set():
+                    log.error("the inference engine does not answer (%s); killing it", exc)
+                    engine.kill()
+                ping = None
         time.sleep(0.2)
 
 
@@ -138,7 +164,11 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         os.environ.update({KEY_VARIABLE: key, "DETECTOR_ENGINE_SOCKET": str(socket_path)})
         stopping, died = threading.Event(), threading.Event()
-        watcher = threading.Thread(target=watch_engine, args=(engine, stopping, died), daemon=True)
+        watcher = threading.Thread(
+            target=watch_engine,
+            args=(engine, socket_path, key, settings.engine_timeout_seconds, stopping, died),
+            daemon=True,
+        )
         watcher.start()
         log.info("serving with %d fronts and one engine (pid %d)", fronts, engine.pid)
         try:

@@ -139,5 +139,7 @@ def _remote(settings: Settings, readiness: Lifecycle) -> tuple[ServingPredictor,
     from app.serving.remote import KEY_VARIABLE, RemotePredictor
 
     key = bytes.fromhex(os.environ[KEY_VARIABLE])
-    predictor = RemotePredictor(settings.engine_socket, key, settings.max_batch_size, readiness.fail)
+    predictor = RemotePredictor(
+        settings.engine_socket, key, settings.max_batch_size, readiness.fail, settings.engine_timeout_seconds
+    )
     return predictor, read_card(settings.weights, expected_classes=None)

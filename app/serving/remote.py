@@ -42,11 +42,15 @@ class RemotePredictor:
         key: bytes,
         max_batch_size: int,
         on_lost: Callable[[str], None] | None = None,
+        answer_timeout_s: float = 30.0,
     ) -> None:
         self._connection: Connection = Client(str(socket), family="AF_UNIX", authkey=key)
         self._lock = threading.Lock()
         self._on_lost = on_lost
         self._lost: str | None = None
+        # A hung engine must not hang the front: past this, it counts as gone (readiness fails,
+        # the orchestrator restarts the service).
+        self.answer_timeout_s = answer_timeout_s
         self._memory: SharedMemory | None = None
         try:
             self._connection.send(("info",))
@@ -117,9 +121,11 @@ class RemotePredictor:
                 offset += pixels.nbytes
             try:
                 self._connection.send(("detect", places, per_image))
+                if not self._connection.poll(self.answer_timeout_s):
+                    raise TimeoutError(f"no answer in {self.answer_timeout_s:.0f} s")
                 kind, answer = self._connection.recv()
-            except (EOFError, OSError) as exc:
-                self._lose(f"the inference engine is gone ({type(exc).__name__})")
+            except (EOFError, OSError) as exc:  # TimeoutError is an OSError
+                self._lose(f"the inference engine is gone ({type(exc).__name__}: {exc})")
                 raise EngineGone(self._lost) from exc
         if kind != "found":
             raise RuntimeError(str(answer))

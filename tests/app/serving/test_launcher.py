@@ -155,3 +155,16 @@ def test_fronts_zero_is_one_uvicorn_process(weights: Path):
         assert send(server.url, *REQUESTS[0])
         assert httpx.get(f"{server.url}/model", timeout=10).json()["runtime"] == "torch"
         assert not children(server.process.pid)
+
+
+def test_a_hung_engine_is_killed_and_the_launcher_exits_non_zero(weights: Path):
+    with Server(weights, fronts=1, DETECTOR_ENGINE_TIMEOUT_SECONDS="2") as server:
+        assert send(server.url, *REQUESTS[0])
+        engine = engine_pid(server.process.pid)
+        os.kill(engine, signal.SIGSTOP)  # alive, answering nothing
+        start = time.monotonic()
+        files = [("image", ("a.png", image_bytes(100, 80)))]
+        reply = httpx.post(f"{server.url}/detect", files=files, timeout=30)
+        assert reply.status_code == 503 and time.monotonic() - start < 5
+        assert server.process.wait(timeout=30) == 1, server.output()
+        assert "does not answer" in server.output()
