@@ -156,16 +156,17 @@ class Engine:
         try:
             found = self.predictor(images, params) if images else []
             answers: list[Any] = []
-            start = 0
+            first = 0
             for job in jobs:
-                part = found[start : start + len(job.places)]
-                start += len(job.places)
+                part = found[first : first + len(job.places)]
+                first += len(job.places)
                 answers.append(("found", [_plain(f) for f in part]))
         except Exception as exc:  # one bad batch fails its jobs, not the engine
             log.error("batch of %d images failed: %s: %s", len(images), type(exc).__name__, exc)
             answers = [("error", f"{type(exc).__name__} during inference")] * len(jobs)
-        self.batch_seconds.observe(time.perf_counter() - start)
-        self.batch_size.observe(len(images))
+        if images:  # the launcher's pings carry none
+            self.batch_seconds.observe(time.perf_counter() - start)
+            self.batch_size.observe(len(images))
         del images  # views of the fronts' memory: gone before a front may write it again
         self.batches += 1
         for job, answer in zip(jobs, answers, strict=True):
