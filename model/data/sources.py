@@ -193,7 +193,7 @@ def split_canary(dataset: DetectionDataset, count: int) -> tuple[DetectionDatase
     chosen = set(range(0, step * count, step))
     canary = [r for k, r in enumerate(dataset.records) if k in chosen]
     rest = [r for k, r in enumerate(dataset.records) if k not in chosen]
-    note = f"{dataset.description}, canary of {count} (every {step}th image)"
+    note = f"{dataset.description}, canary of {count} (one image in {step})"
     return (
         DetectionDataset(rest, dataset.classes, f"{note} left out"),
         DetectionDataset(canary, dataset.classes, f"{note} only"),
