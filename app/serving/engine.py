@@ -37,6 +37,7 @@ from app.logs import configure_logging
 from app.metrics import ProcessSeries, multiprocess_mode
 from app.serving.loading import open_served_predictor
 from app.serving.remote import KEY_VARIABLE
+from app.serving.service import warm_up_sizes
 from app.settings import Settings
 from model.calibration import Calibration
 from model.config import DetectParams
@@ -94,7 +95,6 @@ class Engine:
         )
         self.jobs: queue.Queue[Job] = queue.Queue()
         self.torch_input = predictor.runtime == "torch"
-        self.batches = 0
 
     def serve(self, listener: Listener) -> None:
         threading.Thread(target=self._accept, args=(listener,), name="engine-accept", daemon=True).start()
@@ -168,7 +168,6 @@ class Engine:
             self.batch_seconds.observe(time.perf_counter() - start)
             self.batch_size.observe(len(images))
         del images  # views of the fronts' memory: gone before a front may write it again
-        self.batches += 1
         for job, answer in zip(jobs, answers, strict=True):
             with contextlib.suppress(OSError):  # that front is gone; its reader thread cleans up
                 job.connection.send(answer)
@@ -242,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     predictor, weights = open_served_predictor(settings)
     defaults = predictor.defaults
     blank = predictor.fit(np.zeros((64, 96, 3), dtype=np.uint8))
-    for size in sorted({min(2**k, settings.max_batch_size) for k in range(8)}):
+    for size in warm_up_sizes(settings.max_batch_size):
         for _ in range(2):
             predictor([blank] * size, defaults)
     if multiprocess_mode():

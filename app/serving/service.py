@@ -19,6 +19,11 @@ from model.config import DetectParams
 from model.runtime import ServingPredictor
 
 
+def warm_up_sizes(max_batch_size: int) -> list[int]:
+    """The batch sizes a batcher forms and a warm-up runs: powers of two up to the maximum."""
+    return sorted({min(2**k, max_batch_size) for k in range(8)})
+
+
 @dataclass
 class DetectorService:
     predictor: ServingPredictor
@@ -55,7 +60,7 @@ class DetectorService:
         ``device_decode`` the batch JPEG decoder too (nvJPEG sets itself up on first use)."""
         image = np.zeros((64, 96, 3), dtype=np.uint8)
         fitted = self.predictor.fit(image)
-        sizes = sorted({min(2**k, self.batcher.max_batch_size) for k in range(8)})
+        sizes = warm_up_sizes(self.batcher.max_batch_size)
         if getattr(self.predictor, "remote", False):  # the engine warmed itself: check the path only
             sizes = [1]
         jpeg = None
