@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from model.arrays.fitting import fit_array
 from model.arrays.postprocess import ArrayDetections, postprocess
@@ -127,16 +128,20 @@ class ArrayPredictor:
         return cls(config, ir, defaults or weights.defaults, backend, threads, calibration), weights
 
     def fit(
-        self, pixels: np.ndarray, orientation: int = 1, stored_size: tuple[int, int] | None = None
+        self,
+        pixels: np.ndarray | Image.Image,
+        orientation: int = 1,
+        stored_size: tuple[int, int] | None = None,
     ) -> Fitted:
-        """uint8 ``(H, W, 3)`` as stored, EXIF ``orientation`` -> fitted to the input (:mod:`.fitting`)."""
+        """uint8 ``(H, W, 3)`` (or an RGB Pillow image) as stored, EXIF ``orientation`` -> fitted to
+        the input (:mod:`.fitting`)."""
         return fit_array(pixels, orientation, self.config.input_size, stored_size)
 
     def preprocess(self, images: Sequence[np.ndarray | Fitted]) -> tuple[np.ndarray, list[Letterbox]]:
         """uint8 images -> normalized float32 ``(B, 3, S, S)`` batch (border 0, the mean), and each
         placement."""
         size = self.config.input_size
-        batch = np.zeros((len(images), 3, size, size), dtype=np.float32)
+        batch = np.empty((len(images), 3, size, size), dtype=np.float32)  # each border zeroed below
         placements: list[Letterbox] = []
         for k, item in enumerate(images):
             fitted = item if isinstance(item, Fitted) else self.fit(item)
@@ -149,10 +154,16 @@ class ArrayPredictor:
                     f"fitted {pixels.shape} is not {fitted.height}x{fitted.width} fitted to {size}"
                 )
             top, left = int(placement.pad_y), int(placement.pad_x)
-            for channel in range(3):
-                batch[k, channel, top : top + new_h, left : left + new_w] = self._table[channel][
-                    pixels[:, :, channel]
-                ]
+            batch[k, :, :top] = 0.0  # the border: the mean, 0 once normalized
+            batch[k, :, top + new_h :] = 0.0
+            batch[k, :, top : top + new_h, :left] = 0.0
+            batch[k, :, top : top + new_h, left + new_w :] = 0.0
+            for channel in range(3):  # a table look-up per channel, into the batch
+                np.take(
+                    self._table[channel],
+                    pixels[:, :, channel],
+                    out=batch[k, channel, top : top + new_h, left : left + new_w],
+                )
             placements.append(placement)
         return batch, placements
 
