@@ -371,7 +371,7 @@ def prepare(
     ``keep_full`` (a drawn answer needs them, so then no reduced decode either). Without ``turbo``
     the fit is handed Pillow's image, not an array of it (``fit`` takes either)."""
     reduce_for = 0 if keep_full else reduce_for
-    as_image = not keep_full and not turbo
+    as_image = False  # Pillow's image to the fit: off until a hang-up's cancellation is kept (see docs)
     decoded = decode_image_bytes(data, max_pixels, label, timeout, cancel, turbo, reduce_for, as_image)
     full = np.ascontiguousarray(decoded.pixels) if keep_full else None
     return Prepared(fit(decoded.stored, decoded.orientation, decoded.stored_size), full, decoded.format)

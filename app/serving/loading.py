@@ -72,9 +72,7 @@ async def load_service(app: FastAPI) -> None:
             settings.decode_threads,
             predictor.fit,
             ARRAY_FIT_BYTES_PER_PIXEL if str(predictor.device) == "cpu" else 0,
-            # libjpeg-turbo into an array for the GPU's fit (torchvision's); the CPU's fit is
-            # Pillow's, which takes Pillow's decode as it is.
-            turbo=runtime == "torch" and str(predictor.device) != "cpu",
+            turbo=runtime == "torch",
             reduce_for=predictor.config.input_size,
         )
         service = DetectorService(predictor, weights, batcher, decoder)
