@@ -7,7 +7,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import Tensor
 from torchvision.transforms.v2 import functional as TF
 
@@ -61,10 +60,7 @@ def fit(image: Tensor, size: int) -> Fitted:
 
 
 def fit_on_cpu(
-    pixels: np.ndarray | Image.Image,
-    orientation: int,
-    size: int,
-    stored_size: tuple[int, int] | None = None,
+    pixels: np.ndarray, orientation: int, size: int, stored_size: tuple[int, int] | None = None
 ) -> Fitted:
     """A decoded upload, uint8 ``(H, W, 3)`` as stored, with its EXIF ``orientation`` -> :func:`fit`
     as a viewer shows it, pixels as a ``(3, h, w)`` tensor (the torch runtime's fit on the CPU);

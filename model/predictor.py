@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import Tensor
 
 from model.arrays.predictor import ArrayPredictor
@@ -112,17 +111,14 @@ class Predictor:
         return predictor, loaded
 
     def fit(
-        self,
-        pixels: np.ndarray | Image.Image,
-        orientation: int = 1,
-        stored_size: tuple[int, int] | None = None,
+        self, pixels: np.ndarray, orientation: int = 1, stored_size: tuple[int, int] | None = None
     ) -> Fitted:
-        """uint8 ``(H, W, 3)`` (or an RGB Pillow image) as stored, EXIF ``orientation`` -> fitted to
-        the input, as a viewer shows it (what the service keeps of an upload while it waits for the
-        network): on the CPU the numpy runtime's fit, on a GPU torchvision's faster resize."""
+        """uint8 ``(H, W, 3)`` as stored, EXIF ``orientation`` -> fitted to the input, as a viewer
+        shows it (what the service keeps of an upload while it waits for the network): on the CPU
+        the numpy runtime's fit, on a GPU torchvision's faster resize."""
         if self.device.type == "cpu":
             return fit_on_cpu(pixels, orientation, self.config.input_size, stored_size)
-        return fit_stored(np.asarray(pixels), orientation, self.config.input_size, stored_size)
+        return fit_stored(pixels, orientation, self.config.input_size, stored_size)
 
     def preprocess(self, images: Sequence[Tensor | Fitted]) -> tuple[Tensor, list[Letterbox]]:
         """uint8 images -> normalized ``(B, 3, S, S)`` batch on the device, and each placement. On

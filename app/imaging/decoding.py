@@ -35,7 +35,7 @@ from model.geometry import Fitted, letterbox_geometry
 
 # A predictor's fit: uint8 (H, W, 3) as stored, its EXIF orientation and the image's own (width,
 # height) as stored (larger than the pixels' after a reduced JPEG decode) -> fitted to its input.
-Fit = Callable[[np.ndarray | Image.Image, int, tuple[int, int]], Fitted]
+Fit = Callable[[np.ndarray, int, tuple[int, int]], Fitted]
 
 SUPPORTED = "JPEG, PNG, WebP or BMP"
 SUPPORTED_MEDIA_TYPES = ("image/jpeg", "image/png", "image/webp", "image/bmp")
@@ -52,9 +52,7 @@ class DecodeError(ClientError):
 
 @dataclass(frozen=True)
 class DecodedImage:
-    # uint8 (H, W, 3) RGB as stored in the file (or a reduced decode of it); the RGB Pillow image
-    # itself where the caller asked for it (a fit by Pillow takes it without two copies)
-    stored: np.ndarray | Image.Image
+    stored: np.ndarray  # uint8 (H, W, 3) RGB as stored in the file (or a reduced decode of it)
     orientation: int  # EXIF orientation, 1 (as stored) to 8
     format: str  # jpeg | png | webp | bmp
     stored_size: tuple[int, int]  # (width, height) of the image as stored, whatever was decoded
@@ -62,7 +60,7 @@ class DecodedImage:
     @property
     def pixels(self) -> np.ndarray:
         """uint8 ``(H, W, 3)`` RGB as a viewer shows it (EXIF orientation applied)."""
-        return orient_array(np.asarray(self.stored), self.orientation)
+        return orient_array(self.stored, self.orientation)
 
     @property
     def width(self) -> int:
@@ -282,7 +280,6 @@ def decode_image_bytes(
     cancel: threading.Event | None = None,
     turbo: bool = True,
     reduce_for: int = 0,
-    as_image: bool = False,
 ) -> DecodedImage:
     """Decode one upload; raises :class:`DecodeError` (400/413/415) with a message for people.
 
@@ -291,11 +288,10 @@ def decode_image_bytes(
     ``reduce_for``: the input side the image will be fitted to; a JPEG at least twice its fit in
     each direction is then decoded at 1/2, 1/4 or 1/8 scale by libjpeg (Pillow's ``draft``), still
     at least twice its fit, which the antialiased fit then halves or more (about 15 times as fast
-    for a 24 MP photo; docs/operations.md). ``as_image``: what Pillow decodes stays a Pillow image
-    (``stored``), for a fit by Pillow.
+    for a 24 MP photo; docs/operations.md).
     """
     image, kind = open_checked(data, max_pixels, label, timeout, cancel)
-    return _decode_opened(image, kind, data, label, turbo, reduce_for, as_image)
+    return _decode_opened(image, kind, data, label, turbo, reduce_for)
 
 
 def draft_size(width: int, height: int, size: int) -> tuple[int, int] | None:
@@ -308,23 +304,18 @@ def draft_size(width: int, height: int, size: int) -> tuple[int, int] | None:
 
 
 def _decode_opened(
-    image: Image.Image,
-    kind: str,
-    data: bytes,
-    label: str,
-    turbo: bool,
-    reduce_for: int = 0,
-    as_image: bool = False,
+    image: Image.Image, kind: str, data: bytes, label: str, turbo: bool, reduce_for: int = 0
 ) -> DecodedImage:
     stored_size = image.size
-    pixels: np.ndarray | Image.Image
     try:
         orientation = exif_orientation(image)
         decoder = _turbo_jpeg() if turbo else None
         wanted = draft_size(*stored_size, reduce_for) if reduce_for and kind == "jpeg" else None
         if wanted is not None and image.mode in ("RGB", "L"):
             image.draft(image.mode, wanted)  # libjpeg's DCT scaling: 1/2, 1/4 or 1/8, >= wanted
-            pixels = _pixels_of(image.convert("RGB"), as_image)
+            rgb = image.convert("RGB")
+            pixels = np.array(rgb)
+            rgb.close()
             image.close()
         elif kind == "jpeg" and image.mode in ("RGB", "L") and decoder is not None:
             # libjpeg-turbo through torchvision straight into the array: Pillow's pixels without
@@ -334,9 +325,10 @@ def _decode_opened(
             pixels = decoder(data)
         else:
             image.seek(0)  # first frame of an animation
-            pixels = _pixels_of(_to_rgb(image), as_image)
-            if pixels is not image:
-                image.close()
+            rgb = _to_rgb(image)
+            pixels = np.array(rgb)  # one copy of the pixels, (H, W, 3)
+            rgb.close()
+            image.close()
     except ClientError:
         raise
     except Exception as exc:  # any decoder failure on client bytes is the client's corrupt file
@@ -344,16 +336,6 @@ def _decode_opened(
             400, f"{label} is a truncated or corrupt {kind.upper()} image{reason(exc)}; send the whole file"
         ) from exc
     return DecodedImage(stored=pixels, orientation=orientation, format=kind, stored_size=stored_size)
-
-
-def _pixels_of(rgb: Image.Image, as_image: bool) -> np.ndarray | Image.Image:
-    """A decoded RGB image as it is (``as_image``), or one copy of its pixels, ``(H, W, 3)``."""
-    if as_image:
-        rgb.load()
-        return rgb
-    pixels = np.array(rgb)
-    rgb.close()
-    return pixels
 
 
 def prepare(
@@ -368,11 +350,9 @@ def prepare(
     reduce_for: int = 0,
 ) -> Prepared:
     """Decode one upload and fit it to the network's input; the full pixels are dropped unless
-    ``keep_full`` (a drawn answer needs them, so then no reduced decode either). Without ``turbo``
-    the fit is handed Pillow's image, not an array of it (``fit`` takes either)."""
+    ``keep_full`` (a drawn answer needs them, so then no reduced decode either)."""
     reduce_for = 0 if keep_full else reduce_for
-    as_image = False  # Pillow's image to the fit: off until a hang-up's cancellation is kept (see docs)
-    decoded = decode_image_bytes(data, max_pixels, label, timeout, cancel, turbo, reduce_for, as_image)
+    decoded = decode_image_bytes(data, max_pixels, label, timeout, cancel, turbo, reduce_for)
     full = np.ascontiguousarray(decoded.pixels) if keep_full else None
     return Prepared(fit(decoded.stored, decoded.orientation, decoded.stored_size), full, decoded.format)
 

@@ -35,21 +35,17 @@ def orient_array(pixels: np.ndarray, orientation: int) -> np.ndarray:
 
 
 def fit_array(
-    pixels: np.ndarray | Image.Image,
-    orientation: int,
-    size: int,
-    stored_size: tuple[int, int] | None = None,
+    pixels: np.ndarray, orientation: int, size: int, stored_size: tuple[int, int] | None = None
 ) -> Fitted:
-    """uint8 ``(H, W, 3)`` as stored (or the RGB Pillow image a decoder gave, which saves two
-    copies of the full pixels), EXIF ``orientation`` -> :class:`Fitted` with uint8 ``(h, w, 3)``
+    """uint8 ``(H, W, 3)`` as stored, EXIF ``orientation`` -> :class:`Fitted` with uint8 ``(h, w, 3)``
     pixels, the longer side ``size``, as a viewer shows it. ``stored_size`` ``(width, height)``: the
     image's own size where ``pixels`` is a reduced decode of it (a JPEG decoded at 1/2 to 1/8)."""
-    image = pixels if isinstance(pixels, Image.Image) else Image.fromarray(pixels)
-    stored_w, stored_h = stored_size or image.size
+    stored_w, stored_h = stored_size or (int(pixels.shape[1]), int(pixels.shape[0]))
     swap = orientation in TRANSPOSING
     height, width = (stored_w, stored_h) if swap else (stored_h, stored_w)
     new_h, new_w, _ = letterbox_geometry(height, width, size)
     target = (new_h, new_w) if swap else (new_w, new_h)  # Pillow's (width, height) as stored
+    image = Image.fromarray(pixels)
     factors = tuple(
         max(1, length // (8 * out)) if length > LONG_AXIS else 1
         for length, out in zip(image.size, target, strict=True)

@@ -17,7 +17,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from model.arrays.fitting import fit_array
 from model.arrays.postprocess import ArrayDetections, postprocess
@@ -128,13 +127,9 @@ class ArrayPredictor:
         return cls(config, ir, defaults or weights.defaults, backend, threads, calibration), weights
 
     def fit(
-        self,
-        pixels: np.ndarray | Image.Image,
-        orientation: int = 1,
-        stored_size: tuple[int, int] | None = None,
+        self, pixels: np.ndarray, orientation: int = 1, stored_size: tuple[int, int] | None = None
     ) -> Fitted:
-        """uint8 ``(H, W, 3)`` (or an RGB Pillow image) as stored, EXIF ``orientation`` -> fitted to
-        the input (:mod:`.fitting`)."""
+        """uint8 ``(H, W, 3)`` as stored, EXIF ``orientation`` -> fitted to the input (:mod:`.fitting`)."""
         return fit_array(pixels, orientation, self.config.input_size, stored_size)
 
     def preprocess(self, images: Sequence[np.ndarray | Fitted]) -> tuple[np.ndarray, list[Letterbox]]:

@@ -55,17 +55,6 @@ def test_an_over_long_axis_is_reduced_before_the_resize():
     assert int(fitted.pixels.min()) == int(fitted.pixels.max()) == 200
 
 
-@pytest.mark.parametrize("orientation", [1, 6])
-def test_the_fit_of_a_pillow_image_is_the_fit_of_its_pixels(orientation):
-    from PIL import Image
-
-    pixels = photo(90, 60, seed=3)
-    as_array = fit_array(pixels, orientation, 64)
-    as_image = fit_array(Image.fromarray(pixels), orientation, 64)
-    assert (as_image.width, as_image.height) == (as_array.width, as_array.height)
-    np.testing.assert_array_equal(as_image.pixels, as_array.pixels)
-
-
 def test_the_batch_equals_the_torch_batch(tiny_config):
     predictor = ArrayPredictor(tiny_config, None, backend="null")
     arrays = [fit_array(photo(w, h, seed=w), 1, tiny_config.input_size) for w, h in ((90, 60), (40, 70))]

@@ -80,16 +80,6 @@ def test_every_mode_becomes_rgb(mode, fmt):
     assert decoded.format == fmt.lower()
 
 
-@pytest.mark.parametrize(
-    "fmt,mode", [("JPEG", "RGB"), ("JPEG", "L"), ("PNG", "RGBA"), ("PNG", "P"), ("WEBP", "RGB")]
-)
-def test_a_decode_kept_as_a_pillow_image_holds_the_same_pixels(fmt, mode):
-    data = image_bytes(50, 30, fmt, mode)
-    kept = decode_image_bytes(data, LIMIT, turbo=False, as_image=True)
-    assert isinstance(kept.stored, Image.Image) and kept.stored.mode == "RGB"
-    np.testing.assert_array_equal(kept.pixels, decode_image_bytes(data, LIMIT, turbo=False).pixels)
-
-
 def test_sixteen_bit_values_are_scaled_not_clipped():
     array = np.full((8, 8), 32768, dtype=np.uint16)
     decoded = decode_image_bytes(encode(Image.fromarray(array), "PNG"), LIMIT)
